@@ -1,0 +1,3 @@
+from semmap.cli import main
+
+raise SystemExit(main())
