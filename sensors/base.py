@@ -107,7 +107,7 @@ class IndexedSource(FrameSource):
 
 
 SOURCES = Registry("frame source", entry_point_group="semmap.sources")
-SOURCES.register("7scenes", "sensors.sevenscenes:SevenScenesSource", "Microsoft 7-Scenes / 3DMatch frame-NNNNNN.* folders")
+SOURCES.register("7scenes", "sensors.sevenscenes:SevenScenesSource", "Microsoft 7-Scenes frame-NNNNNN.* folders (depth registered into the colour camera)")
 SOURCES.register("3dmatch", "sensors.sevenscenes:ThreeDMatchSource", "3DMatch sequence (7-Scenes layout, colour registered)")
 SOURCES.register("replica", "sensors.replica:ReplicaSource", "Replica in the NICE-SLAM layout (results/, traj.txt)")
 SOURCES.register("tum", "sensors.tum:TUMSource", "TUM RGB-D (rgb.txt, depth.txt, groundtruth.txt)")

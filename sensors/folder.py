@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import numpy as np
 from sensors.base import IndexedSource
 from sensors.camera import Camera
 from sensors.frame import DEPTH_SOURCES_FIXED, Frame, check_pose
-from sensors.io import SourceError, check_same_size, read_depth_m, read_rgb
+from sensors.io import SourceError, check_same_size, natural_key, read_depth_m, read_rgb
 from sensors.trajectory_io import read_trajectory
 
 MANIFEST_NAMES = ("semmap.json", "semmap.yaml", "semmap.yml")
@@ -96,11 +95,6 @@ def read_manifest(path: Path) -> dict:
     if not isinstance(data, dict):
         raise SourceError(f"{path}: the manifest must be a mapping, got {type(data).__name__}")
     return data
-
-
-def natural_key(path: Path) -> list:
-    """Sort key that orders "2.png" before "10.png"."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
 def _number(value, where: str) -> float:

@@ -7,11 +7,17 @@ as ``raw / depth_scale``.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 from sensors.frame import check_pose
+
+
+def natural_key(path: Path | str) -> list:
+    """Sort key that orders "2.png" before "10.png" (digit runs compared as numbers)."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
 
 
 class SourceError(ValueError):

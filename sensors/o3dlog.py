@@ -17,7 +17,6 @@ Conventions: docs/conventions.md.
 
 from __future__ import annotations
 
-import re
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 from sensors.base import IndexedSource
 from sensors.camera import Camera
 from sensors.frame import Frame, check_pose
-from sensors.io import SourceError, check_same_size, read_depth_m, read_json, read_rgb
+from sensors.io import SourceError, check_same_size, natural_key, read_depth_m, read_json, read_rgb
 from sensors.trajectory_io import read_o3d_log
 
 PRIMESENSE = Camera(525.0, 525.0, 319.5, 239.5, 640, 480)
@@ -34,11 +33,6 @@ PRIMESENSE = Camera(525.0, 525.0, 319.5, 239.5, 640, 480)
 
 COLOR_DIRS = ("image", "color")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def natural_key(path: Path) -> list:
-    """Sort key that orders "2.png" before "10.png"."""
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path.name)]
 
 
 def read_o3d_intrinsic(path: Path) -> Camera:
