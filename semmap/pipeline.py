@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from mapping.atomic import atomic_directory
 from mapping.tsdf import TSDFConfig, TSDFMap
 from sensors.base import FrameSource
 from sensors.camera import Camera
+from sensors.frame import Frame
 from sensors.trajectory_io import Trajectory, write_tum
 
 MAP_FORMAT_VERSION = 1
@@ -88,19 +90,54 @@ class MapResult:
         return len(self.trajectory)
 
 
-def build_map(source: FrameSource, config: MapConfig) -> MapResult:
+class SkipFrame(Exception):
+    """Raised by a stage to leave a frame out of the map; the message says why."""
+
+
+class Stage:
+    """One step of the mapping loop (depth filling, tracking, semantic fusion, ...).
+
+    The loop calls, per frame, every stage's ``before_integrate`` in order (each may
+    return a changed frame, e.g. with filled depth or an estimated pose, or raise
+    :class:`SkipFrame`), integrates the frame into the TSDF, then every stage's
+    ``after_integrate``. After the last frame it calls ``finish`` (which may replace
+    ``result.tsdf`` / ``result.trajectory``, e.g. after loop closure), and when the map
+    is saved, ``save_into`` (files beside the TSDF) and ``metadata`` (into map.json).
+    Time spent in each stage is reported under its ``name``.
+    """
+
+    name: str = "stage"
+
+    def before_integrate(self, frame: Frame, tsdf: TSDFMap) -> Frame:
+        return frame
+
+    def after_integrate(self, frame: Frame, tsdf: TSDFMap) -> None:
+        pass
+
+    def finish(self, result: MapResult) -> None:
+        pass
+
+    def save_into(self, directory: Path) -> list[str]:
+        """Write this stage's outputs into the (temporary) map directory; return file names."""
+        return []
+
+    def metadata(self) -> dict:
+        return {}
+
+
+def build_map(source: FrameSource, config: MapConfig, stages: Sequence[Stage] = ()) -> MapResult:
     """Integrate every usable frame of ``source`` into a new TSDF map.
 
-    Frames without depth or without a pose are skipped and listed in
-    ``MapResult.frames_skipped`` (tracking for pose-less sources is a separate stage).
-    Raises ValueError if no frame could be integrated.
+    Frames without depth or without a pose after all stages ran, and frames a stage
+    skipped, are listed in ``MapResult.frames_skipped``. Raises ValueError if no frame
+    could be integrated.
     """
     tsdf = TSDFMap(config.tsdf_config())
     total = source.count(config.stride, config.max_frames)
     stamps: list[float] = []
     poses: list[np.ndarray] = []
     skipped: list[str] = []
-    t_io = t_int = 0.0
+    timings = {"io": 0.0, "integrate": 0.0, **{st.name: 0.0 for st in stages}}
     seen = 0
     camera: Camera | None = None
     frames = source.frames(config.stride, config.max_frames)
@@ -109,31 +146,52 @@ def build_map(source: FrameSource, config: MapConfig) -> MapResult:
     while True:
         t0 = time.perf_counter()
         frame = next(frames, None)
-        t1 = time.perf_counter()
-        t_io += t1 - t0
+        timings["io"] += time.perf_counter() - t0
         if frame is None:
             break
         seen += 1
+        bar.update(1)
+        try:
+            for st in stages:
+                t0 = time.perf_counter()
+                try:
+                    frame = st.before_integrate(frame, tsdf)
+                finally:
+                    timings[st.name] += time.perf_counter() - t0
+        except SkipFrame as e:
+            skipped.append(f"{frame.name or frame.index}: {e}")
+            continue
         if frame.depth is None or frame.T_world_cam is None:
             skipped.append(f"{frame.name or frame.index}: no {'depth' if frame.depth is None else 'pose'}")
-        else:
-            tsdf.integrate(frame)
-            camera = camera or frame.camera
-            stamps.append(frame.timestamp)
-            poses.append(frame.T_world_cam)
-        t_int += time.perf_counter() - t1
-        bar.update(1)
+            continue
+        t0 = time.perf_counter()
+        tsdf.integrate(frame)
+        timings["integrate"] += time.perf_counter() - t0
+        camera = camera or frame.camera
+        stamps.append(frame.timestamp)
+        poses.append(frame.T_world_cam)
+        for st in stages:
+            t0 = time.perf_counter()
+            st.after_integrate(frame, tsdf)
+            timings[st.name] += time.perf_counter() - t0
     bar.close()
     if not poses:
         why = f" ({skipped[0]}, ...)" if skipped else ""
         raise ValueError(f"no frame could be integrated: {seen} frames read{why}")
-    timings = {"io": t_io, "integrate": t_int, "total": time.perf_counter() - t_start}
     traj = Trajectory(np.asarray(stamps), np.stack(poses))
-    return MapResult(tsdf, traj, timings, seen, skipped, camera)
+    result = MapResult(tsdf, traj, timings, seen, skipped, camera)
+    for st in stages:
+        t0 = time.perf_counter()
+        st.finish(result)
+        timings[st.name] += time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
+    return result
 
 
-def save_map(result: MapResult, out_dir: Path | str, source_spec: str, config: MapConfig) -> dict[str, Path]:
-    """Write the map directory atomically; returns the paths of the files written."""
+def save_map(
+    result: MapResult, out_dir: Path | str, source_spec: str, config: MapConfig, stages: Sequence[Stage] = ()
+) -> dict[str, Path]:
+    """Write the map directory atomically (map.json last); returns the paths of the files written."""
     import open3d as o3d
 
     out_dir = Path(out_dir)
@@ -145,6 +203,9 @@ def save_map(result: MapResult, out_dir: Path | str, source_spec: str, config: M
         if not o3d.t.io.write_triangle_mesh(str(tmp / "mesh.ply"), mesh):
             raise OSError(f"could not write {tmp / 'mesh.ply'}")
         write_tum(tmp / "trajectory.tum", result.trajectory)
+        names = ["mesh.ply", "trajectory.tum", "tsdf.npz", "tsdf.json"]
+        for st in stages:
+            names += st.save_into(tmp)
         meta = {
             "format_version": MAP_FORMAT_VERSION,
             "semmap_version": _version(),
@@ -159,10 +220,10 @@ def save_map(result: MapResult, out_dir: Path | str, source_spec: str, config: M
             "mesh_triangles": int(mesh.triangle.indices.shape[0]),
             "tsdf_blocks": result.tsdf.num_blocks,
             "tsdf_memory_mb": result.tsdf.memory_bytes() / 2**20,
+            "stages": {st.name: st.metadata() for st in stages},
         }
         (tmp / "map.json").write_text(json.dumps(meta, indent=1))
-    names = ["map.json", "mesh.ply", "trajectory.tum", "tsdf.npz", "tsdf.json"]
-    return {n: out_dir / n for n in names}
+    return {n: out_dir / n for n in ["map.json", *names]}
 
 
 def _version() -> str:

@@ -1,0 +1,1 @@
+"""One module per CLI command; each defines ``ORDER`` and ``register(subparsers)``."""
