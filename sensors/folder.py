@@ -27,19 +27,17 @@ Conventions: docs/conventions.md.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from sensors.atomic import atomic_directory
 from sensors.base import IndexedSource
 from sensors.camera import Camera
 from sensors.frame import DEPTH_SOURCES_FIXED, Frame, check_pose
-from sensors.io import SourceError, check_same_size, natural_key, read_depth_m, read_rgb
+from sensors.io import SourceError, natural_key, image_size, read_rgbd
 from sensors.trajectory_io import read_trajectory
 
 MANIFEST_NAMES = ("semmap.json", "semmap.yaml", "semmap.yml")
@@ -179,7 +177,7 @@ class FolderSource(IndexedSource):
             raise SourceError(f"{where}: missing key(s) {lacking}")
         vals = {k: _number(c[k], f"{where}.{k}") for k in c}
         if "width" not in vals or "height" not in vals:
-            h, w = read_rgb(self.entries[0].rgb_path).shape[:2]
+            h, w = image_size(self.entries[0].rgb_path)
             vals.setdefault("width", w)
             vals.setdefault("height", h)
         try:
@@ -269,16 +267,10 @@ class FolderSource(IndexedSource):
     def load(self, i: int) -> Frame:
         """Frame i: rgb (H, W, 3) uint8, depth (H, W) float32 metres or None, pose or None."""
         e = self.entries[i]
-        rgb = read_rgb(e.rgb_path)
-        if rgb.shape[:2] != self.camera.shape:
-            raise SourceError(
-                f"{e.rgb_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but the manifest camera "
-                f"({self.manifest}) is {self.camera.width}x{self.camera.height}"
-            )
-        depth = None
-        if e.depth_path is not None:
-            depth = read_depth_m(e.depth_path, self.depth_scale, self.depth_invalid)
-            check_same_size(rgb, depth, e.rgb_path, e.depth_path)
+        rgb, depth = read_rgbd(
+            e.rgb_path, e.depth_path, self.depth_scale, self.camera.shape, tuple(self.depth_invalid),
+            f"the manifest camera ({self.manifest})",
+        )
         return Frame(
             rgb=rgb,
             depth=depth,
@@ -309,11 +301,6 @@ def encode_depth(depth_m: np.ndarray, depth_scale: float, where: str) -> np.ndar
     return raw.astype(np.uint16)
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def write_folder_sequence(frames: Iterable[Frame], out_dir: Path, depth_scale: float = 1000.0) -> Path:
     """Write frames as a folder that ``FolderSource`` reads back.
 
@@ -341,9 +328,7 @@ def write_folder_sequence(frames: Iterable[Frame], out_dir: Path, depth_scale: f
         raise FileExistsError(f"{out_dir} exists and is not a semmap folder sequence; not overwriting it")
     from PIL import Image
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         (tmp / "rgb").mkdir()
         (tmp / "depth").mkdir()
         camera: Camera | None = None
@@ -374,19 +359,4 @@ def write_folder_sequence(frames: Iterable[Frame], out_dir: Path, depth_scale: f
             "frames": entries,
         }
         (tmp / "semmap.json").write_text(json.dumps(manifest, indent=1))
-        for p in tmp.rglob("*"):
-            if p.is_file():
-                _fsync(p)
-        old = None
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

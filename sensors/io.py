@@ -49,6 +49,18 @@ def read_rgb(path: Path | str) -> np.ndarray:
         raise SourceError(f"{p}: cannot decode colour image ({e})") from e
 
 
+def image_size(path: Path | str) -> tuple[int, int]:
+    """(H, W) of an image, read from its header only."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = require_file(path, "image")
+    try:
+        with Image.open(p) as im:
+            return im.height, im.width
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise SourceError(f"{p}: cannot decode image ({e})") from e
+
+
 def read_depth_raw(path: Path | str) -> np.ndarray:
     """Read a single-channel depth image as its raw integer/float values, (H, W)."""
     from PIL import Image, UnidentifiedImageError
@@ -147,3 +159,35 @@ def check_same_size(rgb: np.ndarray, depth: np.ndarray, rgb_path, depth_path) ->
             f"size mismatch: colour {rgb_path} is {rgb.shape[1]}x{rgb.shape[0]} but depth {depth_path} "
             f"is {depth.shape[1]}x{depth.shape[0]}"
         )
+
+
+def read_rgbd(
+    rgb_path: Path | str,
+    depth_path: Path | str | None,
+    depth_scale: float,
+    expected_hw: tuple[int, int],
+    invalid_values: tuple[float, ...] = (0,),
+    camera_origin: str = "the camera",
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a colour image and (optionally) its depth, checking both sizes.
+
+    Args:
+        rgb_path, depth_path: image files (``depth_path`` None = no depth).
+        depth_scale: raw depth units per metre.
+        expected_hw: (H, W) the camera says the images have.
+        invalid_values: raw depth values meaning "no measurement".
+        camera_origin: where the camera came from, for the error message.
+    Returns:
+        rgb (H, W, 3) uint8 and depth (H, W) float32 metres (0 = invalid) or None.
+    """
+    rgb = read_rgb(rgb_path)
+    if rgb.shape[:2] != tuple(expected_hw):
+        raise SourceError(
+            f"{rgb_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but {camera_origin} is "
+            f"{expected_hw[1]}x{expected_hw[0]}"
+        )
+    depth = None
+    if depth_path is not None:
+        depth = read_depth_m(depth_path, depth_scale, invalid_values)
+        check_same_size(rgb, depth, rgb_path, depth_path)
+    return rgb, depth

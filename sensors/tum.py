@@ -27,7 +27,7 @@ from scipy.spatial.transform import Rotation, Slerp
 from sensors.base import IndexedSource
 from sensors.camera import Camera
 from sensors.frame import Frame
-from sensors.io import SourceError, check_same_size, read_depth_m, read_json, read_rgb
+from sensors.io import SourceError, read_json, image_size, read_rgbd
 from sensors.trajectory_io import Trajectory, read_tum
 
 TUM_DEPTH_SCALE = 5000.0
@@ -316,7 +316,7 @@ class TUMSource(IndexedSource):
             )
             for i in np.flatnonzero(keep)
         ]
-        h, w = read_rgb(self.entries[0].rgb_path).shape[:2]
+        h, w = image_size(self.entries[0].rgb_path)
         self.camera, self.camera_origin = tum_camera(self.path, camera, w, h)
 
     @classmethod
@@ -330,16 +330,8 @@ class TUMSource(IndexedSource):
     def load(self, i: int) -> Frame:
         """Frame i: colour (H, W, 3) uint8, depth (H, W) float32 metres, pose at the colour time."""
         e = self.entries[i]
-        rgb = read_rgb(e.rgb_path)
-        if rgb.shape[:2] != self.camera.shape:
-            raise SourceError(
-                f"{e.rgb_path}: image is {rgb.shape[1]}x{rgb.shape[0]} but the sequence camera is "
-                f"{self.camera.width}x{self.camera.height}"
-            )
-        depth = None
-        if e.depth_path is not None:
-            depth = read_depth_m(e.depth_path, self.depth_scale)
-            check_same_size(rgb, depth, e.rgb_path, e.depth_path)
+        rgb, depth = read_rgbd(e.rgb_path, e.depth_path, self.depth_scale, self.camera.shape,
+                               camera_origin="the sequence camera")
         return Frame(
             rgb=rgb,
             depth=depth,
