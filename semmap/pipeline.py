@@ -11,9 +11,10 @@ The map directory (written atomically, see ``mapping.atomic``) holds:
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass, field
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,8 @@ class MapResult:
     frames_seen: int = 0
     frames_skipped: list[str] = field(default_factory=list)
     camera: Camera | None = None
+    stopped_early: str | None = None
+    """Why the run ended before the source did (Ctrl-C, a stage's StopMapping), or None."""
 
     @property
     def frames_integrated(self) -> int:
@@ -92,6 +95,13 @@ class MapResult:
 
 class SkipFrame(Exception):
     """Raised by a stage to leave a frame out of the map; the message says why."""
+
+
+class StopMapping(Exception):
+    """Raised by a stage to end the run early (e.g. tracking lost for good); the message says why.
+
+    The frames integrated so far are kept: the run finishes and can be saved as usual.
+    """
 
 
 class Stage:
@@ -125,67 +135,91 @@ class Stage:
         return {}
 
 
+@dataclass
+class _LoopState:
+    """What the per-frame loop accumulates."""
+
+    tsdf: TSDFMap
+    timings: dict[str, float]
+    stamps: list[float] = field(default_factory=list)
+    poses: list[np.ndarray] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seen: int = 0
+    camera: Camera | None = None
+
+
 def build_map(source: FrameSource, config: MapConfig, stages: Sequence[Stage] = ()) -> MapResult:
     """Integrate every usable frame of ``source`` into a new TSDF map.
 
     Frames without depth or without a pose after all stages ran, and frames a stage
-    skipped, are listed in ``MapResult.frames_skipped``. Raises ValueError if no frame
-    could be integrated.
+    skipped, are listed in ``MapResult.frames_skipped``. Ctrl-C or a stage's
+    :class:`StopMapping` ends the loop early; what was integrated is kept
+    (``MapResult.stopped_early`` says why). Raises ValueError if no frame could be integrated.
     """
-    tsdf = TSDFMap(config.tsdf_config())
-    total = source.count(config.stride, config.max_frames)
-    stamps: list[float] = []
-    poses: list[np.ndarray] = []
-    skipped: list[str] = []
-    timings = {"io": 0.0, "integrate": 0.0, **{st.name: 0.0 for st in stages}}
-    seen = 0
-    camera: Camera | None = None
+    state = _LoopState(TSDFMap(config.tsdf_config()), {"io": 0.0, "integrate": 0.0, **{st.name: 0.0 for st in stages}})
     frames = source.frames(config.stride, config.max_frames)
-    bar = tqdm(total=total, desc="mapping", unit="frame", disable=not config.progress)
+    bar = tqdm(total=source.count(config.stride, config.max_frames), desc="mapping", unit="frame",
+               disable=not config.progress)
     t_start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
-        frame = next(frames, None)
-        timings["io"] += time.perf_counter() - t0
-        if frame is None:
-            break
-        seen += 1
-        bar.update(1)
-        try:
-            for st in stages:
-                t0 = time.perf_counter()
-                try:
-                    frame = st.before_integrate(frame, tsdf)
-                finally:
-                    timings[st.name] += time.perf_counter() - t0
-        except SkipFrame as e:
-            skipped.append(f"{frame.name or frame.index}: {e}")
-            continue
-        if frame.depth is None or frame.T_world_cam is None:
-            skipped.append(f"{frame.name or frame.index}: no {'depth' if frame.depth is None else 'pose'}")
-            continue
-        t0 = time.perf_counter()
-        tsdf.integrate(frame)
-        timings["integrate"] += time.perf_counter() - t0
-        camera = camera or frame.camera
-        stamps.append(frame.timestamp)
-        poses.append(frame.T_world_cam)
-        for st in stages:
-            t0 = time.perf_counter()
-            st.after_integrate(frame, tsdf)
-            timings[st.name] += time.perf_counter() - t0
-    bar.close()
-    if not poses:
-        why = f" ({skipped[0]}, ...)" if skipped else ""
-        raise ValueError(f"no frame could be integrated: {seen} frames read{why}")
-    traj = Trajectory(np.asarray(stamps), np.stack(poses))
-    result = MapResult(tsdf, traj, timings, seen, skipped, camera)
+    stopped: str | None = None
+    try:
+        _run_loop(frames, stages, state, bar)
+    except StopMapping as e:
+        stopped = str(e)
+    except KeyboardInterrupt:
+        stopped = "interrupted (Ctrl-C)"
+    finally:
+        bar.close()
+    if stopped:
+        print(f"mapping stopped early after {state.seen} frames: {stopped}", file=sys.stderr)
+    if not state.poses:
+        why = f" ({state.skipped[0]}, ...)" if state.skipped else ""
+        raise ValueError(f"no frame could be integrated: {state.seen} frames read{why}")
+    traj = Trajectory(np.asarray(state.stamps), np.stack(state.poses))
+    timings = state.timings
+    result = MapResult(state.tsdf, traj, timings, state.seen, state.skipped, state.camera, stopped)
     for st in stages:
         t0 = time.perf_counter()
         st.finish(result)
         timings[st.name] += time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     return result
+
+
+def _run_loop(frames: Iterator[Frame], stages: Sequence[Stage], state: _LoopState, bar: tqdm) -> None:
+    """The per-frame loop of :func:`build_map`: stages, integration, bookkeeping in ``state``."""
+    timings = state.timings
+    while True:
+        t0 = time.perf_counter()
+        frame = next(frames, None)
+        timings["io"] += time.perf_counter() - t0
+        if frame is None:
+            return
+        state.seen += 1
+        bar.update(1)
+        try:
+            for st in stages:
+                t0 = time.perf_counter()
+                try:
+                    frame = st.before_integrate(frame, state.tsdf)
+                finally:
+                    timings[st.name] += time.perf_counter() - t0
+        except SkipFrame as e:
+            state.skipped.append(f"{frame.name or frame.index}: {e}")
+            continue
+        if frame.depth is None or frame.T_world_cam is None:
+            state.skipped.append(f"{frame.name or frame.index}: no {'depth' if frame.depth is None else 'pose'}")
+            continue
+        t0 = time.perf_counter()
+        state.tsdf.integrate(frame, weight=frame.extras.get("tsdf_weight", 1.0))
+        timings["integrate"] += time.perf_counter() - t0
+        state.camera = state.camera or frame.camera
+        state.stamps.append(frame.timestamp)
+        state.poses.append(frame.T_world_cam)
+        for st in stages:
+            t0 = time.perf_counter()
+            st.after_integrate(frame, state.tsdf)
+            timings[st.name] += time.perf_counter() - t0
 
 
 def save_map(
@@ -215,6 +249,7 @@ def save_map(
             "frames_seen": result.frames_seen,
             "frames_integrated": result.frames_integrated,
             "frames_skipped": result.frames_skipped,
+            "stopped_early": result.stopped_early,
             "timings_s": result.timings_s,
             "mesh_vertices": int(mesh.vertex.positions.shape[0]),
             "mesh_triangles": int(mesh.triangle.indices.shape[0]),
