@@ -1,0 +1,102 @@
+"""Render the TSDF model from a camera pose, restricted to the blocks near the last view.
+
+``TSDFMap.raycast`` projects every allocated block to bound its rays; as the map
+grows that costs more than the ray marching. Tracking only needs the surface near
+the previous view, so it passes the blocks touched by the last tracked frame (as
+Open3D's dense SLAM does). The volume itself is only read here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mapping.tracking.images import AlignImage
+from mapping.tsdf import TSDFConfig, TSDFMap
+from sensors.camera import Camera
+
+
+def frustum_blocks(tsdf_map: TSDFMap, depth_m: np.ndarray, camera: Camera, T_world_cam: np.ndarray):
+    """Block coordinates (``open3d.core.Tensor`` (N, 3) int32) around the surface seen in one depth image.
+
+    Args:
+        depth_m: (h, w) float32 metres matching ``camera``, 0 = invalid.
+        T_world_cam: (4, 4) pose of that depth image.
+    """
+    import open3d as o3d
+
+    o3c = o3d.core
+    cfg = tsdf_map.config
+    depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth_m[..., None], dtype=np.float32)))
+    return tsdf_map.vbg.compute_unique_block_coordinates(
+        depth,
+        o3c.Tensor(camera.K, dtype=o3c.float64),
+        o3c.Tensor(np.linalg.inv(T_world_cam), dtype=o3c.float64),
+        1.0,
+        cfg.depth_max_m,
+        cfg.trunc_voxels,
+    )
+
+
+def raycast_pose(T_world_cam: np.ndarray, voxel_size_m: float) -> np.ndarray:
+    """The pose to pass to Open3D's ``ray_cast`` so that it renders the surface as seen from ``T_world_cam``.
+
+    Open3D integrates each voxel's TSDF at its corner ``i * voxel_size`` but ``ray_cast``
+    reads the voxel ``floor(p / voxel_size)`` for a point p, i.e. treats that value as
+    belonging to the whole cell ``[i, i + 1) * voxel_size``. Rendered surfaces therefore
+    sit half a voxel further along +x, +y and +z than the integrated ones (measured:
+    median depth error +5.5 mm at 1 cm voxels, +11 mm at 2 cm, on redkitchen frames;
+    with this shift it is below 1 mm). Moving the camera by the same half voxel renders
+    the surface where it was integrated.
+    """
+    T = np.array(T_world_cam, dtype=np.float64)
+    T[:3, 3] += 0.5 * voxel_size_m
+    return T
+
+
+def render_model(
+    tsdf_map: TSDFMap, camera: Camera, T_world_cam: np.ndarray, block_coords, with_color: bool = False
+) -> AlignImage:
+    """Raycast the TSDF into ``camera`` at ``T_world_cam``.
+
+    Args:
+        camera: intrinsics of the rendered image (usually the reduced tracking camera).
+        T_world_cam: (4, 4) camera-to-world pose to render from.
+        block_coords: blocks bounding the rays (from :func:`frustum_blocks`).
+        with_color: also render colour (needs a map with a colour attribute).
+    Returns:
+        AlignImage with (h, w) depth in metres (0 = no surface hit) and, when rendered,
+        (h, w, 3) colour in [0, 1].
+    """
+    import open3d as o3d
+
+    o3c = o3d.core
+    cfg: TSDFConfig = tsdf_map.config
+    h, w = camera.shape
+    with_color = with_color and cfg.integrate_color
+    empty = AlignImage(np.zeros((h, w), np.float32), camera, np.zeros((h, w, 3), np.float32) if with_color else None)
+    if tsdf_map.num_blocks == 0 or block_coords is None or int(block_coords.shape[0]) == 0:
+        return empty
+    names = ["depth", "color"] if with_color else ["depth"]
+    args = (
+        block_coords,
+        o3c.Tensor(camera.K, dtype=o3c.float64),
+        o3c.Tensor(np.linalg.inv(raycast_pose(T_world_cam, cfg.voxel_size_m)), dtype=o3c.float64),
+        w,
+        h,
+        names,
+        1.0,
+        cfg.depth_min_m,
+        cfg.depth_max_m,
+        TSDFConfig.o3d_weight_threshold(cfg.min_observations),
+        cfg.trunc_voxels,
+        8,
+    )
+    # Open3D sizes its range-map fragment buffer from the previous call; a call that
+    # outgrows it returns an empty image with a warning and reallocates, so retry once.
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+        res = tsdf_map.vbg.ray_cast(*args)
+        if not bool((res["depth"] > 0).any().item()):
+            res = tsdf_map.vbg.ray_cast(*args)
+    depth = np.nan_to_num(res["depth"].cpu().numpy()[..., 0].astype(np.float32), nan=0.0)
+    color = np.clip(res["color"].cpu().numpy().astype(np.float32), 0.0, 1.0) if with_color else None
+    return AlignImage(depth, camera, color)

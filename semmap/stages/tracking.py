@@ -1,0 +1,119 @@
+"""Tracking stage: estimate ``T_world_cam`` for frames that come without poses.
+
+``--poses auto`` (default) tracks only frames whose source gives no pose (a live
+RealSense, a recording, a folder without a trajectory); ``--poses estimate`` tracks
+every frame even when poses exist (for evaluation: compare ``trajectory.tum`` with the
+dataset's poses); ``--poses given`` never tracks (frames without poses are skipped).
+
+Frames that cannot be tracked are skipped (never integrated) and reported; when
+tracking is lost for good the run stops and the frames mapped so far are saved.
+After the last frame, loop closure may correct the keyframes and re-integrate the map.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mapping.tracking import Tracker, TrackerConfig, TrackingLost
+from mapping.tsdf import TSDFMap
+from semmap.pipeline import MapResult, SkipFrame, Stage, StopMapping
+from sensors.frame import Frame
+
+ORDER = 30
+POSE_MODES = ("auto", "estimate", "given")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("tracking (frames without poses)")
+    g.add_argument("--poses", choices=POSE_MODES, default="auto",
+                   help="auto: track frames that have no pose; estimate: track every frame (ignore given poses); "
+                        "given: never track")
+    g.add_argument("--odometry", choices=["hybrid", "point_to_plane"], default="hybrid",
+                   help="tracking loss: hybrid (depth + intensity) or point_to_plane (depth only)")
+    g.add_argument("--no-loop-closure", action="store_true", help="skip loop closure after the last frame")
+
+
+def from_args(args: argparse.Namespace) -> Stage | None:
+    if args.poses == "given":
+        return None
+    cfg = TrackerConfig(method=args.odometry, depth_max_m=args.depth_max, depth_min_m=args.depth_min)
+    cfg.loop.enabled = not args.no_loop_closure
+    return TrackingStage(cfg, force=args.poses == "estimate", source_spec=args.source)
+
+
+class TrackingStage(Stage):
+    """Wraps :class:`mapping.tracking.Tracker` for the mapping loop."""
+
+    name = "tracking"
+
+    def __init__(self, config: TrackerConfig, force: bool = False, source_spec: str | None = None) -> None:
+        self.config = config
+        self.force = force
+        self.source_spec = source_spec
+        self.tracker: Tracker | None = None
+        self.loop_result = None
+
+    def before_integrate(self, frame: Frame, tsdf: TSDFMap) -> Frame:
+        if frame.T_world_cam is not None and not self.force:
+            return frame
+        if self.tracker is None:
+            self.tracker = Tracker(self.config, frame.camera)
+        # The first frame keeps its given pose as the anchor; later given poses are not used.
+        to_track = frame if not self.tracker.results else frame.with_(T_world_cam=None)
+        try:
+            r = self.tracker.track(to_track, tsdf)
+        except TrackingLost as e:
+            raise StopMapping(str(e)) from e
+        if not r.ok:
+            raise SkipFrame(f"tracking {r.status}: {r.reason}")
+        return frame.with_(T_world_cam=r.T_world_cam)
+
+    def finish(self, result: MapResult) -> None:
+        if self.tracker is None:
+            return
+        if self.config.loop.enabled:
+            self._close_loops(result)
+        for line in self.tracker.summary().lines():
+            print(f"tracking: {line}")
+
+    def _close_loops(self, result: MapResult) -> None:
+        frames = None
+        if self.source_spec and not self.source_spec.startswith("realsense"):
+            from sensors import open_source
+
+            frames = open_source(self.source_spec)
+        tsdf_cfg = result.tsdf.config
+        try:
+            lc = self.tracker.finalize(lambda: TSDFMap(tsdf_cfg), frames=frames)
+        finally:
+            if frames is not None:
+                frames.close()
+        if lc is not None:
+            self.loop_result = lc
+            result.tsdf = lc.tsdf_map
+            result.trajectory = lc.trajectory
+
+    def save_into(self, directory: Path) -> list[str]:
+        if self.tracker is None:
+            return []
+        s = self.tracker.summary()
+        report = {
+            "frames": s.frames,
+            "status_counts": s.status_counts,
+            "events": [list(e) for e in s.events],
+            "keyframes": s.keyframes,
+            "loops": s.loops,
+            "mean_ms": s.mean_ms,
+            "loop_closure_applied": self.loop_result is not None,
+        }
+        (directory / "tracking.json").write_text(json.dumps(report, indent=1))
+        return ["tracking.json"]
+
+    def metadata(self) -> dict:
+        if self.tracker is None:
+            return {"tracked_frames": 0}
+        s = self.tracker.summary()
+        return {"tracked_frames": s.frames, "method": self.config.method, "status_counts": s.status_counts,
+                "loops": s.loops}
