@@ -1,0 +1,188 @@
+"""Stored keyframe views of a map: downscaled colour + depth images with their cameras and poses.
+
+``semmap map`` keeps them (stage ``views``, on by default with ``--encoder`` or with
+``--save-views``) in ``<map>/views/``:
+
+- ``views.json``: ``{"format_version": 1, "depth_scale": 1000.0, "views": [{"index",
+  "frame_index", "timestamp", "rgb", "depth", "camera", "T_world_cam"}, ...]}`` where
+  ``rgb`` / ``depth`` are file names in the folder, ``camera`` is
+  :meth:`sensors.Camera.to_dict` of the stored (downscaled) images and ``T_world_cam``
+  the 4x4 camera-to-world pose (row-major lists; OpenCV axes, metres);
+- ``view_NNNN.jpg``: RGB, 8 bit; ``view_NNNN.depth.png``: uint16, ``depth_m * depth_scale``
+  (millimetres), 0 = invalid, registered to the colour image (same camera).
+
+The scene graph uses them to embed each object from its best views.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sensors.camera import Camera
+from sensors.frame import check_pose
+
+VIEWS_DIR = "views"
+VIEWS_FILE = "views.json"
+VIEWS_FORMAT_VERSION = 1
+DEPTH_SCALE = 1000.0
+"""Stored depth units per metre (millimetres)."""
+
+
+def downscale_frame(rgb: np.ndarray, depth_m: np.ndarray, camera: Camera, width: int) -> tuple[np.ndarray, np.ndarray, Camera]:
+    """Shrink a registered RGB-D pair to ``width`` pixels wide (aspect kept; never enlarged).
+
+    Colour is resampled with PIL's antialiased bilinear filter; depth takes the nearest
+    source pixel of each target pixel centre (no blending across depth edges).
+
+    Args:
+        rgb: (H, W, 3) uint8; depth_m: (H, W) float32 metres (0 = invalid); camera: their intrinsics.
+        width: target width in pixels.
+    Returns:
+        rgb (h, w, 3) uint8, depth (h, w) float32 metres, and the camera of the small images.
+    """
+    from PIL import Image
+
+    H, W = camera.shape
+    if width >= W:
+        return rgb, depth_m.astype(np.float32, copy=False), camera
+    w = int(width)
+    h = max(1, round(H * w / W))
+    small = camera.resized(w, h)
+    rgb_s = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
+    # target pixel centre u' -> source (u' + 0.5) W / w - 0.5 (pixel-centre convention)
+    us = np.clip(np.round((np.arange(w) + 0.5) * W / w - 0.5).astype(np.int64), 0, W - 1)
+    vs = np.clip(np.round((np.arange(h) + 0.5) * H / h - 0.5).astype(np.int64), 0, H - 1)
+    depth_s = np.asarray(depth_m, np.float32)[vs[:, None], us[None, :]]
+    return rgb_s, depth_s, small
+
+
+def encode_view(rgb: np.ndarray, depth_m: np.ndarray, jpeg_quality: int = 90) -> tuple[bytes, bytes]:
+    """JPEG bytes of (h, w, 3) uint8 ``rgb`` and 16-bit PNG bytes of (h, w) ``depth_m`` in mm."""
+    from PIL import Image
+
+    b_rgb, b_depth = io.BytesIO(), io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(b_rgb, format="JPEG", quality=int(jpeg_quality))
+    d = np.nan_to_num(np.asarray(depth_m, np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    mm = np.clip(np.round(d * DEPTH_SCALE), 0, 65535).astype(np.uint16)
+    Image.fromarray(mm).save(b_depth, format="PNG")
+    return b_rgb.getvalue(), b_depth.getvalue()
+
+
+@dataclass
+class View:
+    """One stored view.
+
+    Attributes:
+        index: position in the view set.
+        camera: intrinsics of the stored images.
+        T_world_cam: (4, 4) float64 camera-to-world pose.
+        rgb_path, depth_path: the image files.
+        frame_index, timestamp: the source frame it came from.
+    """
+
+    index: int
+    camera: Camera
+    T_world_cam: np.ndarray
+    rgb_path: Path
+    depth_path: Path
+    frame_index: int = -1
+    timestamp: float = 0.0
+    _rgb: np.ndarray | None = field(default=None, repr=False)
+    _depth: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """(h, w, 3) uint8, read on first use."""
+        if self._rgb is None:
+            from sensors.io import read_rgb
+
+            self._rgb = read_rgb(self.rgb_path)
+            if self._rgb.shape[:2] != self.camera.shape:
+                raise ValueError(f"{self.rgb_path}: size {self._rgb.shape[:2]} != camera {self.camera.shape}")
+        return self._rgb
+
+    @property
+    def depth_m(self) -> np.ndarray:
+        """(h, w) float32 metres (0 = invalid), read on first use."""
+        if self._depth is None:
+            from PIL import Image
+
+            with Image.open(self.depth_path) as im:
+                raw = np.asarray(im)
+            if raw.shape != self.camera.shape:
+                raise ValueError(f"{self.depth_path}: size {raw.shape} != camera {self.camera.shape}")
+            self._depth = (raw.astype(np.float32) / DEPTH_SCALE).astype(np.float32)
+        return self._depth
+
+
+def write_views(directory: Path, views: list[dict]) -> list[str]:
+    """Write encoded views into ``directory/views/``; returns the written paths relative to ``directory``.
+
+    Args:
+        directory: the (temporary) map directory.
+        views: dicts with "rgb_bytes", "depth_bytes", "camera" (Camera), "T_world_cam" (4x4),
+            "frame_index", "timestamp".
+    """
+    out = Path(directory) / VIEWS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    entries, names = [], []
+    for i, v in enumerate(views):
+        rgb_name, depth_name = f"view_{i:04d}.jpg", f"view_{i:04d}.depth.png"
+        (out / rgb_name).write_bytes(v["rgb_bytes"])
+        (out / depth_name).write_bytes(v["depth_bytes"])
+        names += [f"{VIEWS_DIR}/{rgb_name}", f"{VIEWS_DIR}/{depth_name}"]
+        entries.append(
+            {
+                "index": i,
+                "frame_index": int(v["frame_index"]),
+                "timestamp": float(v["timestamp"]),
+                "rgb": rgb_name,
+                "depth": depth_name,
+                "camera": v["camera"].to_dict(),
+                "T_world_cam": np.asarray(v["T_world_cam"], dtype=np.float64).tolist(),
+            }
+        )
+    meta = {"format_version": VIEWS_FORMAT_VERSION, "depth_scale": DEPTH_SCALE, "views": entries}
+    (out / VIEWS_FILE).write_text(json.dumps(meta, indent=1))
+    return [f"{VIEWS_DIR}/{VIEWS_FILE}", *names]
+
+
+def load_views(map_dir: Path | str) -> list[View]:
+    """The views stored in a map directory ([] when it has none).
+
+    Raises:
+        ValueError: ``views.json`` exists but is malformed, of another format version, or
+            names a missing image (the message names the file).
+    """
+    folder = Path(map_dir) / VIEWS_DIR
+    path = folder / VIEWS_FILE
+    if not path.is_file():
+        return []
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if meta.get("format_version") != VIEWS_FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported views format version {meta.get('format_version')}")
+    if float(meta.get("depth_scale", DEPTH_SCALE)) != DEPTH_SCALE:
+        raise ValueError(f"{path}: depth_scale {meta.get('depth_scale')} (expected {DEPTH_SCALE})")
+    views = []
+    for e in meta.get("views", []):
+        try:
+            rgb_p, depth_p = folder / e["rgb"], folder / e["depth"]
+            T = check_pose(np.asarray(e["T_world_cam"], dtype=np.float64), f"{path}: view {e['index']}")
+            cam = Camera.from_dict(e["camera"])
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"{path}: malformed view entry ({err!r})") from None
+        for p in (rgb_p, depth_p):
+            if not p.is_file():
+                raise ValueError(f"{path}: view {e['index']} names {p.name}, which is missing")
+        views.append(
+            View(len(views), cam, T, rgb_p, depth_p, int(e.get("frame_index", -1)), float(e.get("timestamp", 0.0)))
+        )
+    return views

@@ -1,0 +1,144 @@
+"""Relational query parsing and ranking on a hand-made scene graph."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scenegraph.graph import Relation, SceneGraph, SceneObject
+from scenegraph.query import (
+    answer,
+    answer_graph,
+    parse_query,
+    relational_search,
+    search_objects,
+)
+
+WORDS = ("mug", "table", "chair", "book")
+
+
+class KeywordEncoder:
+    """Text -> one-hot of the first known word it contains (uniform if none)."""
+
+    name = "keywords"
+    dim = len(WORDS)
+
+    def encode_text(self, texts):
+        out = np.full((len(texts), self.dim), 0.5, np.float32)
+        for i, t in enumerate(texts):
+            for j, w in enumerate(WORDS):
+                if w in t:
+                    out[i] = 0.0
+                    out[i, j] = 1.0
+                    break
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def onehot(word: str, noise: float = 0.0) -> np.ndarray:
+    v = np.full(len(WORDS), noise, np.float32)
+    v[WORDS.index(word)] = 1.0
+    return v / np.linalg.norm(v)
+
+
+def obj(i, kind, name, label, c, emb=None):
+    c = np.asarray(c, float)
+    return SceneObject(i, kind, name, label, c, c - 0.1, c + 0.1, c - 0.1, c + 0.1, 50, 0.1, embedding=emb)
+
+
+@pytest.fixture
+def graph() -> SceneGraph:
+    g = SceneGraph(np.array([0, 0, 1.0]), np.eye(3), encoder="keywords")
+    g.add_object(obj(0, "floor", "floor", "floor", [2, 2, 0]))
+    g.add_object(obj(1, "wall", "wall_1", "wall", [0, 2, 1]))
+    g.add_object(obj(2, "object", "table_2", "table", [2, 2, 0.4], onehot("table")))
+    g.add_object(obj(3, "object", "mug_3", "mug", [2.1, 2, 0.8], onehot("mug", 0.2)))  # on the table
+    g.add_object(obj(4, "object", "mug_4", "mug", [3.5, 1, 0.05], onehot("mug")))  # on the floor (a better mug)
+    g.add_object(obj(5, "object", "chair_5", "chair", [2, 1.2, 0.45], onehot("chair")))
+    g.add_object(obj(6, "object", "book_6", "book", [1.8, 2.1, 0.77], onehot("book")))
+    for s, r, o, sc in [
+        (3, "on", 2, 0.95), (2, "supports", 3, 0.95), (6, "on", 2, 0.9), (2, "supports", 6, 0.9),
+        (4, "on", 0, 1.0), (2, "on", 0, 1.0), (5, "on", 0, 1.0), (5, "next_to", 2, 0.9), (2, "next_to", 5, 0.9),
+        (3, "near", 6, 0.6), (6, "near", 3, 0.6), (5, "near", 2, 0.7), (2, "near", 5, 0.7),
+    ]:
+        g.add_relation(Relation(s, r, o, sc))
+    return g
+
+
+@pytest.mark.parametrize(
+    "text, subject, relation, obj_",
+    [
+        ("the mug on the table", "mug", "on", "table"),
+        ("Find the chair next to the table.", "chair", "next_to", "table"),
+        ("a chair that is on the floor", "chair", "on", "floor"),
+        ("the book lying on top of the table", "book", "on", "table"),
+        ("the box inside the shelf", "box", "inside", "shelf"),
+        ("pc tower underneath the desk", "pc tower", "under", "desk"),
+        ("cup close to the monitor", "cup", "near", "monitor"),
+        ("the shelf against the wall", "shelf", "against", "wall"),
+        ("the mug in the box on the table", "mug", "inside", "box on the table"),
+    ],
+)
+def test_parse_relational(text, subject, relation, obj_):
+    p = parse_query(text)
+    assert (p.relational, p.fallback, p.subject, p.relation, p.object) == (True, False, subject, relation, obj_)
+
+
+@pytest.mark.parametrize("text", ["coffee mug", "dining table", "the monitor", "screen"])
+def test_parse_plain(text):
+    p = parse_query(text)
+    assert not p.relational and not p.fallback and p.relation is None
+    assert "the" not in p.subject.split()
+
+
+@pytest.mark.parametrize("text", ["mug on", "on the table", "the chair next to", "near"])
+def test_parse_unparseable_falls_back(text):
+    p = parse_query(text)
+    assert p.fallback and not p.relational
+    assert "could not parse a relation" in p.note
+
+
+def test_parse_rejects_empty():
+    with pytest.raises(ValueError):
+        parse_query("   ")
+
+
+def test_relational_ranking_uses_the_relation(graph):
+    enc = KeywordEncoder()
+    # mug_4 looks more like a mug than mug_3, but only mug_3 is on the table
+    plain = search_objects(graph, "mug", enc)
+    assert plain[0].name == "mug_4" and plain[1].name == "mug_3"
+    res = relational_search(graph, parse_query("the mug on the table"), enc)
+    assert res[0].name == "mug_3" and res[0].relation == "on" and res[0].partner_name == "table_2"
+    np.testing.assert_allclose(res[0].centroid, graph.object(3).centroid)
+    assert res[0].score == pytest.approx(res[0].subject_score * res[0].relation_score * res[0].partner_score)
+    assert [r.rank for r in res] == list(range(1, len(res) + 1))
+    assert res[0].to_dict()["relation"] == "on" and "voxel_count" in res[0].to_dict()
+    # structure by name
+    assert relational_search(graph, parse_query("mug on the floor"), enc)[0].name == "mug_4"
+    assert relational_search(graph, parse_query("chair next to the table"), enc)[0].name == "chair_5"
+    assert relational_search(graph, parse_query("the chair near the table"), enc)[0].name == "chair_5"
+    # near also accepts next_to; a relation nobody has gives nothing
+    assert relational_search(graph, parse_query("mug under the chair"), enc) == []
+
+
+def test_answer_modes(graph, tmp_path):
+    enc = KeywordEncoder()
+    a = answer_graph(graph, "the mug on the table", enc)
+    assert a.mode == "relational" and a[0].name == "mug_3" and a.message == ""
+    a = answer_graph(graph, "mug on", enc)
+    assert a.mode == "fallback" and "could not parse" in a.message and a[0].label == "mug"
+    a = answer_graph(graph, "book", enc, top=1)
+    assert a.mode == "objects" and len(a) == 1 and a[0].name == "book_6"
+    a = answer_graph(graph, "table under the mug", enc)
+    assert a.mode == "relational" and len(a) == 0 and "nothing" in a.message
+    graph.save_json(tmp_path / "scene_graph.json")
+    assert answer(tmp_path, "the mug on the table", encoder=enc)[0].name == "mug_3"
+
+
+def test_graph_without_embeddings_says_so(graph):
+    for o in graph.objects:
+        o.embedding = None
+    with pytest.raises(ValueError, match="no object embeddings"):
+        answer_graph(graph, "the mug on the table")
+    # structure needs no embeddings: nothing here is a floor standing on a wall, but it answers
+    assert answer_graph(graph, "floor on the wall").mode == "relational"

@@ -1,0 +1,108 @@
+"""Surface graph and Felzenszwalb-Huttenlocher segmentation against hand-made answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scenegraph.segmentation import edge_weights, felzenszwalb, segment_surface
+from scenegraph.surface import surface_graph
+
+
+def reference_fh(n: int, edges: np.ndarray, weights: np.ndarray, k: float, min_size: int) -> np.ndarray:
+    """Independent FH: components as explicit sets, Int(C) kept as the max MST weight."""
+    comp = {i: {i} for i in range(n)}
+    owner = list(range(n))
+    internal = {i: 0.0 for i in range(n)}
+    order = sorted(range(len(edges)), key=lambda e: (weights[e], e))
+    for e in order:
+        a, b = owner[edges[e][0]], owner[edges[e][1]]
+        if a == b:
+            continue
+        w = weights[e]
+        if w <= min(internal[a] + k / len(comp[a]), internal[b] + k / len(comp[b])):
+            keep, gone = (a, b) if len(comp[a]) >= len(comp[b]) else (b, a)
+            comp[keep] |= comp.pop(gone)
+            for x in comp[keep]:
+                owner[x] = keep
+            internal[keep] = max(internal[keep], internal.pop(gone), w)
+    for e in order:
+        a, b = owner[edges[e][0]], owner[edges[e][1]]
+        if a != b and (len(comp[a]) < min_size or len(comp[b]) < min_size):
+            keep, gone = (a, b) if len(comp[a]) >= len(comp[b]) else (b, a)
+            comp[keep] |= comp.pop(gone)
+            for x in comp[keep]:
+                owner[x] = keep
+    return np.array(owner)
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_fh_two_plateaus():
+    """Two chains of light edges joined by one heavy edge split there."""
+    edges = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [5, 6]])
+    w = np.array([0.01, 0.02, 0.01, 0.9, 0.02, 0.01])
+    lab = felzenszwalb(7, edges, w, k=0.1)
+    assert lab.tolist() == [0, 0, 0, 0, 1, 1, 1]
+    # a scale big enough to swallow the heavy edge merges everything
+    assert set(felzenszwalb(7, edges, w, k=10.0).tolist()) == {0}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_fh_matches_reference_on_random_graphs(seed):
+    rng = np.random.default_rng(seed)
+    n = 60
+    edges = np.unique(np.sort(rng.integers(0, n, (150, 2)), axis=1), axis=0)
+    edges = edges[edges[:, 0] != edges[:, 1]]
+    w = rng.random(len(edges)) ** 2
+    for k, min_size in ((0.05, 1), (0.3, 1), (0.2, 4)):
+        got = felzenszwalb(n, edges, w, k, min_size)
+        ref = reference_fh(n, edges, w, k, min_size)
+        assert same_partition(got, ref), (seed, k, min_size)
+
+
+def test_fh_bad_input():
+    with pytest.raises(ValueError):
+        felzenszwalb(3, np.array([[0, 5]]), np.array([0.1]), 0.1)
+    with pytest.raises(ValueError):
+        felzenszwalb(3, np.array([[0, 1]]), np.array([0.1, 0.2]), 0.1)
+
+
+def test_edge_weights_concave_costs_more_than_convex():
+    """A 30 degree fold weighs 1 - cos when concave (folding towards the viewer side), its square when convex."""
+    p = np.array([[0.0, 0, 0], [1.0, 0, 0]])
+    edges = np.array([[0, 1]])
+    up = [0.0, 0.0, 1.0]
+    towards = [-np.sin(0.5), 0.0, np.cos(0.5)]  # normal at p1 leaning back over p0: concave
+    away = [np.sin(0.5), 0.0, np.cos(0.5)]  # leaning away from p0: convex
+    concave = edge_weights(p, np.array([up, towards]), None, edges)[0]
+    convex = edge_weights(p, np.array([up, away]), None, edges)[0]
+    assert concave == pytest.approx(1 - np.cos(0.5))
+    assert convex == pytest.approx((1 - np.cos(0.5)) ** 2)
+    assert convex < concave
+    rgb = np.array([[1.0, 0, 0], [0, 0, 1.0]])
+    assert edge_weights(p, np.array([up, up]), rgb, edges, color_weight=0.5)[0] == pytest.approx(0.5 * np.sqrt(2))
+
+
+def test_surface_graph_of_two_boxes_segments_them():
+    """Two separate unit boxes on a grid: node areas add up, FH gives one segment per face."""
+    from sensors.scenes import box_surface, merge_parts
+
+    v, t = merge_parts([box_surface([0, 0, 0], [1, 1, 1], 0.1), box_surface([3, 0, 0], [4, 1, 1], 0.1)])
+    g = surface_graph(v, t, None, 0.1)
+    assert g.area_m2.sum() == pytest.approx(12.0, rel=1e-6)
+    assert np.allclose(np.linalg.norm(g.normals, axis=1), 1.0)
+    assert (g.edges[:, 0] < g.edges[:, 1]).all() and len(np.unique(g.edges, axis=0)) == len(g.edges)
+    lab = segment_surface(g, k=0.05, min_size=1, color_weight=0.0)
+    # no segment spans both boxes, and every face of a box is in few segments
+    left = g.points[:, 0] < 2
+    assert not set(lab[left]) & set(lab[~left])
+    assert 6 <= len(set(lab[left])) <= 30
+
+
+def test_surface_graph_rejects_empty():
+    with pytest.raises(ValueError):
+        surface_graph(np.zeros((3, 3)), np.zeros((0, 3), np.int64), None, 0.02)
