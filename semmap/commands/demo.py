@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--out", type=Path, default=Path("semmap_demo"), help="output folder (default ./semmap_demo)")
     d.add_argument("--frames", type=int, default=60, help="frames to render (default 60)")
     d.add_argument("--voxel-size", type=float, default=0.02, help="TSDF voxel edge in metres (default 0.02)")
-    d.add_argument("--noise", default="kinect", help="depth noise preset: none, kinect, heavy (default kinect)")
+    d.add_argument("--noise", default="none", help="depth noise preset: none, kinect, heavy (default none)")
     d.add_argument("--device", default="cpu")
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=cmd_demo)
