@@ -1,0 +1,194 @@
+"""Semantic mapping of 7-Scenes redkitchen with the ``lite`` encoder: time, memory, query quality.
+
+1. Builds the semantic map of all frames with the default ``semmap map --encoder lite``
+   settings and saves it (the timing breakdown: frame I/O, TSDF integration, encoder,
+   fusion, keyframe selection, save; wall and process CPU time, and the machine's load
+   average, since the 2 cores may be shared).
+2. Loads it with ``SemanticMap.load`` and times text queries (encoder text time included,
+   the one-off encoder load and negative embeddings excluded), median of 5 per query.
+3. Scores the queries against the hand-made ground truth ``tests/data/redkitchen_objects.json``:
+   a region hits an object its query names when its centroid is within 25 cm of the
+   object's centroid or inside the object's box; top-1 / top-3 hit rates over the six
+   queries, with per-query detail.
+
+    python benchmarks/bench_semantic.py [--data ../shared/data/7scenes-redkitchen] [--map DIR]
+
+``--map DIR`` skips step 1 and evaluates an existing map. Prints a table and writes
+benchmarks/results/semantic.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "7scenes-redkitchen"
+ANNOTATIONS = REPO / "tests" / "data" / "redkitchen_objects.json"
+EXTRA_QUERIES = ["mug", "cup", "keyboard", "table", "screen", "computer tower", "joystick"]
+
+
+def build(data: Path, out_dir: Path, max_frames: int | None) -> dict:
+    """Map ``data`` with lite and save to ``out_dir``; returns timings and sizes."""
+    from semmap.pipeline import MapConfig, build_map, save_map
+    from semmap.stages.semantic import SemanticConfig, SemanticStage
+    from sensors import open_source
+
+    spec = f"7scenes:{data}"
+    load_before = os.getloadavg()
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    stage = SemanticStage(SemanticConfig(encoder="lite"))
+    t_encoder_load = time.perf_counter() - t0
+    cfg = MapConfig(max_frames=max_frames, progress=True)
+    with open_source(spec) as src:
+        result = build_map(src, cfg, [stage])
+    t1 = time.perf_counter()
+    save_map(result, out_dir, spec, cfg, [stage])
+    t_save = time.perf_counter() - t1
+    wall = time.perf_counter() - t0
+    sem = stage.timings_s
+    t = result.timings_s
+    return {
+        "frames": result.frames_integrated,
+        "keyframes": len(stage.keyframes),
+        "crops_per_keyframe": len(stage.extractor.crops(result.camera.shape)) + 1,
+        "wall_s": wall,
+        "process_cpu_s": time.process_time() - cpu0,
+        "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]],
+        "breakdown_s": {
+            "encoder_load": t_encoder_load,
+            "io": t["io"],
+            "tsdf_integrate": t["integrate"],
+            "encoder": sem["encode"],
+            "fusion": sem["fuse"] + sem["depth"],
+            "keyframe_select": sem["keyframe_select"],
+            "save": t_save,
+        },
+        "feature_voxels": len(stage.grid),
+        "bytes_per_voxel": stage.grid.bytes_per_voxel,
+        "feature_mb": stage.grid.memory_bytes() / 2**20,
+        "tsdf_mb": result.tsdf.memory_bytes() / 2**20,
+    }
+
+
+def is_hit(region, obj: dict, radius_m: float) -> bool:
+    c = np.asarray(region.centroid)
+    near = np.linalg.norm(c - np.asarray(obj["centroid"])) <= radius_m
+    inside = bool(np.all(c >= np.asarray(obj["bbox_min"])) and np.all(c <= np.asarray(obj["bbox_max"])))
+    return bool(near or inside)
+
+
+def evaluate(smap, annotations: dict, top: int = 5, reps: int = 5) -> dict:
+    """Hit rates of the annotated queries, per-query detail, latency of every query."""
+    objects = annotations["objects"]
+    radius = annotations["hit_radius_m"]
+    smap.prepare()
+    rows = []
+    for q in annotations["queries"] + EXTRA_QUERIES:
+        lat, res = [], None
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            res = smap.query(q, top=top)
+            lat.append(time.perf_counter() - t0)
+        named = [o for o in objects if q in o["queries"]]
+        hits = [[o["id"] for o in named if is_hit(r, o, radius)] for r in res.regions]
+        first = next((i + 1 for i, h in enumerate(hits) if h), None)
+        nearest = []
+        for r in res.regions:
+            d = {o["id"]: float(np.linalg.norm(r.centroid - np.asarray(o["centroid"]))) for o in objects}
+            k = min(d, key=d.get)
+            nearest.append({"object": k, "distance_m": round(d[k], 3)})
+        rows.append(
+            {
+                "query": q,
+                "evaluated": q in annotations["queries"],
+                "objects": [o["id"] for o in named],
+                "top1": first == 1,
+                "top3": first is not None and first <= 3,
+                "first_hit_rank": first,
+                "regions": [{**r.to_dict(), "hits": h, "nearest": n} for r, h, n in zip(res.regions, hits, nearest)],
+                "latency_ms_median": 1000 * float(np.median(lat)),
+                "latency_ms_max": 1000 * float(np.max(lat)),
+                "timings_ms": {k: 1000 * v for k, v in res.timings_s.items()},
+            }
+        )
+    scored = [r for r in rows if r["evaluated"]]
+    return {
+        "top1_rate": sum(r["top1"] for r in scored) / len(scored),
+        "top3_rate": sum(r["top3"] for r in scored) / len(scored),
+        "queries": rows,
+        "latency_ms_median_all": float(np.median([r["latency_ms_median"] for r in rows])),
+        "latency_ms_max_all": float(np.max([r["latency_ms_max"] for r in rows])),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    ap.add_argument("--map", type=Path, default=None, help="evaluate this map instead of building one")
+    ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--map-out", type=Path, default=REPO / "benchmarks" / "results" / "map_semantic_lite")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "semantic.json")
+    args = ap.parse_args()
+    from mapping.semantic_map import SemanticMap
+
+    report: dict = {"data": str(args.data), "cpu_count": os.cpu_count()}
+    map_dir = args.map
+    if map_dir is None:
+        map_dir = args.map_out
+        report["build"] = build(args.data, map_dir, args.max_frames)
+    t0 = time.perf_counter()
+    smap = SemanticMap.load(map_dir)
+    smap.prepare()
+    report["load_s"] = time.perf_counter() - t0
+    report["map"] = str(map_dir)
+    report["map_settings"] = {k: smap.metadata.get(k) for k in ("extractor", "keyframe_thresholds", "voxel_size_m")}
+    report["eval"] = evaluate(smap, json.loads(ANNOTATIONS.read_text()))
+
+    if "build" in report:
+        b = report["build"]
+        print(f"redkitchen, lite: {b['frames']} frames, {b['keyframes']} keyframes x {b['crops_per_keyframe']} crops")
+        print(
+            f"  wall {b['wall_s']:.1f} s (process CPU {b['process_cpu_s']:.1f} s; "
+            f"load average {b['loadavg_1min_before_after'][0]:.1f} -> {b['loadavg_1min_before_after'][1]:.1f} "
+            f"on {os.cpu_count()} cores)"
+        )
+        for k, v in b["breakdown_s"].items():
+            print(f"    {k:<16}{v:8.1f} s")
+        print(
+            f"  features: {b['feature_voxels']} voxels x {b['bytes_per_voxel']} B = {b['feature_mb']:.1f} MB "
+            f"(TSDF {b['tsdf_mb']:.0f} MB)"
+        )
+    e = report["eval"]
+    print(
+        f"map loaded in {report['load_s']:.1f} s; query latency median {e['latency_ms_median_all']:.0f} ms, "
+        f"max {e['latency_ms_max_all']:.0f} ms"
+    )
+    hdr = f"{'query':<19}{'top1':>5}{'top3':>5}{'hit@':>5}{'ms':>6}  regions (score, nearest object @ m)"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in e["queries"]:
+        mark = "" if r["evaluated"] else " *"
+        regs = "; ".join(
+            f"{g['score']:.2f} {g['nearest']['object']}@{g['nearest']['distance_m']:.2f}" for g in r["regions"][:3]
+        )
+        print(
+            f"{r['query'] + mark:<19}{'y' if r['top1'] else '-':>5}{'y' if r['top3'] else '-':>5}"
+            f"{r['first_hit_rank'] or '-':>5}{r['latency_ms_median']:>6.0f}  {regs}"
+        )
+    print(
+        f"top-1 {100 * e['top1_rate']:.0f} %, top-3 {100 * e['top3_rate']:.0f} % over "
+        f"{sum(r['evaluated'] for r in e['queries'])} queries (* = not scored)"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,295 @@
+"""Open-vocabulary queries over a feature grid: relevancy per voxel, then ranked 3D regions.
+
+Relevancy (LERF, Kerr et al. 2023, section 3.4): with unit voxel embedding phi, query
+embedding q and canonical negatives n_1..n_K ("object", "things", "stuff", "texture"),
+
+    relevancy = min_k  exp(phi.q / T) / (exp(phi.q / T) + exp(phi.n_k / T))
+              = sigmoid((phi.q - max_k phi.n_k) / T),
+
+a number in (0, 1) that is 0.5 where the query is exactly as similar as the closest
+negative, so scores are comparable across queries. T = 0.1 (LERF's factor 10).
+
+Regions: voxels whose relevancy reaches the threshold (the larger of ``threshold`` and
+the point ``relative_threshold`` of the way from the median to the maximum relevancy of
+the map: the peaks of this query's relevancy field, whatever its absolute level)
+are grouped into connected components on the voxel lattice (26-neighbourhood, bridging
+gaps of up to ``2 * link_radius`` empty voxels). A component holding several relevancy
+peaks at least ``split_radius_m`` apart (two screens side by side on one wall, a chair
+touching the table) is split around them: each voxel joins its nearest peak of the
+component (peaks are the voxels whose relevancy is the highest within ``split_radius_m``
+in their component, thinned greedily from the strongest). Each part with at least ``min_voxels``
+voxels is a :class:`Region`: weighted centroid (by relevancy above the threshold),
+axis-aligned box of its voxels, score = mean relevancy of its ``peak_voxels`` most
+relevant voxels (a robust maximum), voxel count. Regions are ranked by score.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+DEFAULT_NEGATIVES: tuple[str, ...] = ("object", "things", "stuff", "texture")
+"""LERF's canonical negative phrases."""
+
+
+@dataclass
+class QueryConfig:
+    """How relevancy is computed and turned into regions."""
+
+    negatives: tuple[str, ...] = DEFAULT_NEGATIVES
+    """Canonical negative phrases for text queries."""
+    temperature: float = 0.1
+    """Softmax temperature of the pairwise query-vs-negative comparison (LERF: 0.1)."""
+    threshold: float = 0.0
+    """Absolute relevancy a voxel needs to join a region. 0.5 means "more like the query than
+    any negative", LERF's reading for CLIP; the offline lite encoder's relevancies for objects
+    that are present peak at 0.2-0.95 (its image embeddings sit close to generic words such as
+    "object"), so the default relies on the relative threshold and leaves 0.5 to the user."""
+    relative_threshold: float = 0.5
+    """Also require relevancy >= median + this * (max - median) (0 disables)."""
+    link_radius: int = 1
+    """Voxels are dilated by this many voxels before labelling: gaps of up to 2 * link_radius
+    empty voxels still join two parts of one region (0: plain 26-connectivity)."""
+    split_radius_m: float | None = 0.3
+    """Peaks of one component at least this far apart (metres) become separate regions; None: no split."""
+    min_voxels: int = 2
+    """Smaller components are dropped as noise."""
+    peak_voxels: int = 5
+    """A region's score is the mean relevancy of its this many most relevant voxels."""
+    min_weight: float = 0.0
+    """Voxels with less accumulated fusion weight take no part in queries."""
+    torch_threads: int | None = 1
+    """torch intra-op threads while a query is embedded (restored afterwards); None: unchanged.
+    One short text through MiniLM is too small to split: on the shared 2-core machine one
+    thread took 45-55 ms per query and two threads 250-1000 ms (thread wake-up under load)."""
+
+    def __post_init__(self) -> None:
+        self.negatives = tuple(self.negatives)
+        if not self.negatives or not all(isinstance(n, str) and n.strip() for n in self.negatives):
+            raise ValueError(f"negatives must be non-empty strings, got {self.negatives!r}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.relative_threshold < 1:
+            raise ValueError(f"relative_threshold must be in [0, 1), got {self.relative_threshold}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {self.torch_threads}")
+        if self.split_radius_m is not None and not self.split_radius_m > 0:
+            raise ValueError(f"split_radius_m must be > 0 or None, got {self.split_radius_m}")
+        if self.link_radius < 0 or self.min_voxels < 1 or self.peak_voxels < 1:
+            raise ValueError("link_radius must be >= 0, min_voxels and peak_voxels >= 1")
+
+
+@dataclass
+class Region:
+    """One ranked answer to a query: a connected group of relevant voxels.
+
+    Attributes:
+        rank: 1 for the best region.
+        score: mean relevancy of the region's most relevant voxels, in (0, 1).
+        centroid: (3,) world-frame centre, metres (relevancy-weighted mean of voxel centres).
+        bbox_min, bbox_max: (3,) axis-aligned box of the region's voxels (outer faces), metres.
+        voxel_count: voxels in the region.
+        max_relevancy: the highest voxel relevancy in it.
+        voxels: (voxel_count,) rows of the feature grid in the region.
+    """
+
+    rank: int
+    score: float
+    centroid: np.ndarray
+    bbox_min: np.ndarray
+    bbox_max: np.ndarray
+    voxel_count: int
+    max_relevancy: float
+    voxels: np.ndarray = field(repr=False)
+
+    def to_dict(self) -> dict:
+        """Plain JSON types (no voxel list)."""
+        return {
+            "rank": self.rank,
+            "score": float(self.score),
+            "centroid": [float(x) for x in self.centroid],
+            "bbox_min": [float(x) for x in self.bbox_min],
+            "bbox_max": [float(x) for x in self.bbox_max],
+            "voxel_count": int(self.voxel_count),
+            "max_relevancy": float(self.max_relevancy),
+        }
+
+    def contains(self, point: np.ndarray) -> bool:
+        """True if a world point (metres) lies in the region's box."""
+        p = np.asarray(point, np.float64)
+        return bool(np.all(p >= self.bbox_min) and np.all(p <= self.bbox_max))
+
+
+def lerf_relevancy(
+    embeddings: np.ndarray, query: np.ndarray, negatives: np.ndarray, temperature: float = 0.1
+) -> np.ndarray:
+    """Relevancy of each voxel to a query against canonical negatives (see module docstring).
+
+    Args:
+        embeddings: (N, D) float32 unit voxel embeddings (zero rows give 0.5).
+        query: (D,) unit query embedding.
+        negatives: (K, D) unit negative embeddings, K >= 1.
+        temperature: softmax temperature.
+
+    Returns:
+        (N,) float32 relevancy in (0, 1).
+    """
+    q = np.asarray(query, np.float32).reshape(1, -1)
+    neg = np.asarray(negatives, np.float32).reshape(-1, q.shape[1])
+    if embeddings.shape[1] != q.shape[1]:
+        raise ValueError(f"embeddings have dimension {embeddings.shape[1]}, the query {q.shape[1]}")
+    if len(neg) == 0:
+        raise ValueError("at least one negative is needed")
+    sims = embeddings @ np.concatenate([q, neg]).T  # (N, 1 + K): one matmul
+    margin = (sims[:, 0] - sims[:, 1:].max(axis=1)) / temperature
+    return (1.0 / (1.0 + np.exp(-margin))).astype(np.float32)
+
+
+def region_threshold(relevancy: np.ndarray, config: QueryConfig) -> float:
+    """The relevancy a voxel needs to join a region (see module docstring; relative part off at 0)."""
+    if relevancy.size == 0 or config.relative_threshold <= 0:
+        return config.threshold
+    hi, mid = float(relevancy.max()), float(np.median(relevancy))
+    return max(config.threshold, mid + config.relative_threshold * (hi - mid))
+
+
+def connected_components(coords: np.ndarray, link_radius: int = 1) -> np.ndarray:
+    """Label voxels that touch (26-neighbourhood) or are separated by <= 2 ``link_radius`` empty voxels.
+
+    Args:
+        coords: (M, 3) integer voxel indices (unique).
+        link_radius: dilation radius in voxels before labelling (0: plain 26-connectivity).
+
+    Returns:
+        (M,) int64 component labels 0..C-1.
+    """
+    from scipy import ndimage
+
+    coords = np.asarray(coords, np.int64).reshape(-1, 3)
+    if len(coords) == 0:
+        return np.zeros(0, np.int64)
+    lo = coords.min(axis=0)
+    c = coords - lo
+    shape = tuple(int(s) for s in c.max(axis=0) + 1)
+    occ = np.zeros(shape, bool)
+    occ[c[:, 0], c[:, 1], c[:, 2]] = True
+    structure = np.ones((3, 3, 3), bool)
+    # dilating every voxel by r (Chebyshev) joins two voxels with a gap of g empty voxels iff g <= 2 r
+    grown = ndimage.binary_dilation(occ, structure, iterations=link_radius) if link_radius > 0 else occ
+    labels, _ = ndimage.label(grown, structure)
+    lab = labels[c[:, 0], c[:, 1], c[:, 2]]
+    _, dense = np.unique(lab, return_inverse=True)
+    return dense.astype(np.int64)
+
+
+def split_by_peaks(points: np.ndarray, values: np.ndarray, labels: np.ndarray, radius: float) -> np.ndarray:
+    """Split labelled point groups around their peaks.
+
+    Args:
+        points: (M, 3) positions, metres.
+        values: (M,) the field whose peaks seed the parts (relevancy).
+        labels: (M,) group of each point (connected components).
+        radius: a peak is the highest point within ``radius`` of its group; kept peaks are
+            at least ``radius`` apart (greedy, strongest first).
+
+    Returns:
+        (M,) int64 new labels 0..P-1: each point joins the nearest kept peak of its group
+        (every group keeps its strongest point as a peak, so no point is left without one).
+    """
+    from scipy.spatial import cKDTree
+
+    m = len(points)
+    if m == 0:
+        return np.zeros(0, np.int64)
+    labels = np.asarray(labels, np.int64)
+    tree = cKDTree(points)
+    pairs = tree.query_pairs(radius, output_type="ndarray")  # (K, 2), i < j
+    same = labels[pairs[:, 0]] == labels[pairs[:, 1]]
+    a, b = pairs[same, 0], pairs[same, 1]
+    # strict order (value, then index) so that a plateau gives one peak
+    rank = np.empty(m, np.int64)
+    rank[np.lexsort((np.arange(m), values))] = np.arange(m)
+    beaten = np.zeros(m, bool)
+    beaten[np.where(rank[a] < rank[b], a, b)] = True
+    seeds = np.flatnonzero(~beaten)
+    seeds = seeds[np.argsort(-rank[seeds])]  # strongest first
+    # greedy thinning: a kept seed suppresses the weaker seeds of its group within the radius
+    near = cKDTree(points[seeds]).query_ball_point(points[seeds], radius)
+    suppressed = np.zeros(len(seeds), bool)
+    kept = []
+    for j in range(len(seeds)):
+        if suppressed[j]:
+            continue
+        kept.append(seeds[j])
+        nb = np.asarray(near[j], np.int64)
+        suppressed[nb[labels[seeds[nb]] == labels[seeds[j]]]] = True
+    kept_idx = np.asarray(kept, np.int64)
+    # nearest kept peak of the same group: the group id as a 4th coordinate, far apart
+    span = float(np.ptp(points, axis=0).max()) + 10.0 * radius + 1.0
+    lifted = np.concatenate([points, labels[:, None] * span], axis=1)
+    _, nearest = cKDTree(lifted[kept_idx]).query(lifted)
+    return np.asarray(nearest, np.int64)
+
+
+def find_regions(
+    coords: np.ndarray,
+    relevancy: np.ndarray,
+    voxel_size_m: float,
+    config: QueryConfig | None = None,
+    top: int | None = None,
+    candidates: np.ndarray | None = None,
+) -> list[Region]:
+    """Group relevant voxels into ranked regions.
+
+    Args:
+        coords: (N, 3) integer voxel indices of the grid rows.
+        relevancy: (N,) relevancy per row.
+        voxel_size_m: voxel edge, metres.
+        config: thresholds and clustering settings.
+        top: return at most this many regions (None: all).
+        candidates: (N,) bool, rows allowed to take part (default all).
+
+    Returns:
+        Regions ranked by score (best first), ``rank`` starting at 1.
+    """
+    config = config or QueryConfig()
+    relevancy = np.asarray(relevancy, np.float32)
+    allowed = np.ones(len(relevancy), bool) if candidates is None else np.asarray(candidates, bool)
+    if not allowed.any():
+        return []
+    thr = region_threshold(relevancy[allowed], config)
+    rows = np.flatnonzero(allowed & (relevancy >= thr))
+    if len(rows) == 0:
+        return []
+    labels = connected_components(coords[rows], config.link_radius)
+    if config.split_radius_m is not None:
+        labels = split_by_peaks((coords[rows] + 0.5) * voxel_size_m, relevancy[rows], labels, config.split_radius_m)
+    regions: list[Region] = []
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, np.diff(labels[order]) != 0, True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        members = rows[order[a:b]]
+        if len(members) < config.min_voxels:
+            continue
+        r = relevancy[members]
+        c = coords[members]
+        peak = np.sort(r)[::-1][: config.peak_voxels]
+        w = (r - thr) + 1e-6
+        centres = (c + 0.5) * voxel_size_m
+        regions.append(
+            Region(
+                rank=0,
+                score=float(peak.mean()),
+                centroid=(centres * w[:, None]).sum(axis=0) / w.sum(),
+                bbox_min=c.min(axis=0) * voxel_size_m,
+                bbox_max=(c.max(axis=0) + 1) * voxel_size_m,
+                voxel_count=int(len(members)),
+                max_relevancy=float(r.max()),
+                voxels=members,
+            )
+        )
+    regions.sort(key=lambda reg: (-reg.score, -reg.voxel_count))
+    for i, reg in enumerate(regions):
+        reg.rank = i + 1
+    return regions if top is None else regions[:top]

@@ -1,0 +1,329 @@
+"""A semantic map: TSDF geometry + fused feature layer + metadata, loaded from a map directory.
+
+``semmap map SOURCE --encoder ... --out DIR`` writes the directory (atomically, map.json
+last); :meth:`SemanticMap.load` reads it and answers text and image queries without the
+source data and without running the image encoder again (only the text encoder, for text
+queries). Files read:
+
+- ``map.json``: written last by ``semmap map``; its absence means an unfinished map;
+- ``features.npz`` / ``features.json``: the feature grid (``mapping.fusion``) and its
+  metadata (encoder name and dim, voxel size, keyframes, bytes per voxel);
+- ``tsdf.npz`` / ``tsdf.json`` and ``mesh.ply``: geometry, loaded only when asked for.
+
+Query path: the unit voxel embeddings are computed once, as an (N, D) float32 matrix;
+relevancy of a query is one matrix product with the query and negative embeddings
+(negative text embeddings are cached per map).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from mapping.fusion import FeatureGrid
+from mapping.query import QueryConfig, Region, find_regions, lerf_relevancy, region_threshold
+
+if TYPE_CHECKING:
+    from mapping.encoders.base import Encoder
+    from mapping.tsdf import TSDFMap
+
+FEATURES_FILE = "features.npz"
+FEATURES_META_FILE = "features.json"
+MAP_META_FILE = "map.json"
+SEMANTIC_FORMAT_VERSION = 1
+
+
+@dataclass
+class QueryResult:
+    """Answer to one query.
+
+    Attributes:
+        query: the text, or "<image HxW>" for an image query.
+        regions: ranked regions, best first.
+        relevancy: (N,) float32 relevancy of every voxel (rows of the feature grid).
+        threshold: relevancy a voxel needed to join a region.
+        timings_s: "encode" (query embedding), "relevancy", "regions", seconds.
+    """
+
+    query: str
+    regions: list[Region]
+    relevancy: np.ndarray = field(repr=False)
+    threshold: float
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "query": self.query,
+            "threshold": self.threshold,
+            "regions": [r.to_dict() for r in self.regions],
+            "timings_s": dict(self.timings_s),
+        }
+
+
+class SemanticMap:
+    """Feature grid + metadata (+ lazily loaded TSDF) that answers open-vocabulary queries.
+
+    Args:
+        grid: the fused feature layer.
+        encoder_name: spec of the encoder the features came from ("lite", "clip:/path", ...).
+        metadata: the map's metadata (features.json content, plus map.json as ``"map"``).
+        directory: the map directory, when loaded from one (for the TSDF and mesh).
+        encoder: the encoder to embed queries with (None: loaded from ``encoder_name`` on
+            first use); its name and dim must match the map.
+        query_config: relevancy and region settings.
+    """
+
+    def __init__(
+        self,
+        grid: FeatureGrid,
+        encoder_name: str,
+        metadata: dict | None = None,
+        directory: Path | None = None,
+        encoder: Encoder | None = None,
+        query_config: QueryConfig | None = None,
+    ) -> None:
+        self.grid = grid
+        self.encoder_name = encoder_name
+        self.metadata = dict(metadata or {})
+        self.directory = Path(directory) if directory is not None else None
+        self.query_config = query_config or QueryConfig()
+        self._encoder: Encoder | None = None
+        self._device = "cpu"
+        self._tsdf: TSDFMap | None = None
+        self._negatives: tuple[tuple[str, ...], np.ndarray] | None = None
+        self.unit_embeddings = grid.unit_embeddings()  # (N, D) float32, computed once
+        self.coords = grid.coords()  # (N, 3) int64
+        self.usable = (np.linalg.norm(self.unit_embeddings, axis=1) > 0) & (
+            grid.weights >= self.query_config.min_weight
+        )
+        if encoder is not None:
+            self.set_encoder(encoder)
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def load(
+        cls,
+        directory: Path | str,
+        encoder: Encoder | None = None,
+        device: str = "cpu",
+        query_config: QueryConfig | None = None,
+    ) -> SemanticMap:
+        """Read a map directory written by ``semmap map --encoder ...``.
+
+        Args:
+            directory: the map directory.
+            encoder: encoder for queries (default: the map's own, loaded on first query on ``device``).
+            device: torch device for a lazily loaded encoder.
+            query_config: relevancy and region settings.
+
+        Raises:
+            FileNotFoundError: the directory does not exist.
+            ValueError: no map.json (an unfinished or interrupted write), no feature layer
+                (built without --encoder), inconsistent files, or an encoder whose name or
+                dimension differs from the map's.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"map directory {directory} does not exist")
+        map_json = directory / MAP_META_FILE
+        if not map_json.is_file():
+            raise ValueError(
+                f"{directory} is not a complete map: {MAP_META_FILE} is missing (it is written last, "
+                "so the map was never finished or its write was interrupted); build it again with semmap map"
+            )
+        try:
+            map_meta = json.loads(map_json.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{map_json}: not valid JSON ({e})") from None
+        feat_npz, feat_json = directory / FEATURES_FILE, directory / FEATURES_META_FILE
+        stage_meta = (map_meta.get("stages") or {}).get("semantic")
+        if stage_meta is None or not feat_npz.is_file() or not feat_json.is_file():
+            missing = [p.name for p in (feat_npz, feat_json) if not p.is_file()]
+            why = f"missing {', '.join(missing)}" if missing else f"{MAP_META_FILE} lists no semantic stage"
+            raise ValueError(
+                f"{directory} has no semantic feature layer ({why}); build it with "
+                "semmap map SOURCE --encoder lite --out DIR"
+            )
+        meta = json.loads(feat_json.read_text())
+        if meta.get("format_version") != SEMANTIC_FORMAT_VERSION:
+            raise ValueError(f"{feat_json}: unsupported feature format version {meta.get('format_version')}")
+        grid = FeatureGrid.load_npz(feat_npz)
+        checks = {
+            "voxels": (len(grid), meta.get("voxels"), stage_meta.get("voxels")),
+            "dim": (grid.dim, meta.get("dim"), stage_meta.get("dim")),
+            "encoder": (meta.get("encoder"), meta.get("encoder"), stage_meta.get("encoder")),
+        }
+        for what, (a, b, c) in checks.items():
+            if not a == b == c:
+                raise ValueError(
+                    f"{directory}: inconsistent feature layer: {what} is {a} in {FEATURES_FILE}, {b} in "
+                    f"{FEATURES_META_FILE} and {c} in {MAP_META_FILE} (files from different runs?)"
+                )
+        if abs(float(meta.get("voxel_size_m", -1)) - grid.voxel_size_m) > 1e-9:
+            raise ValueError(f"{directory}: voxel size {grid.voxel_size_m} in {FEATURES_FILE} != {FEATURES_META_FILE}")
+        meta["map"] = map_meta
+        m = cls(grid, str(meta["encoder"]), meta, directory, encoder, query_config)
+        m._device = device
+        return m
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def dim(self) -> int:
+        return self.grid.dim
+
+    @property
+    def voxel_size_m(self) -> float:
+        return self.grid.voxel_size_m
+
+    @property
+    def keyframes(self) -> list[int]:
+        return list(self.metadata.get("keyframes", []))
+
+    def set_encoder(self, encoder: Encoder) -> None:
+        """Use ``encoder`` for queries.
+
+        Raises:
+            ValueError: its name or dimension differs from the encoder that built the map.
+        """
+        if encoder.dim != self.dim:
+            raise ValueError(
+                f"encoder {encoder.name!r} has dimension {encoder.dim}, but this map was built with "
+                f"{self.encoder_name!r} (dimension {self.dim}); query it with the same encoder"
+            )
+        if encoder.name != self.encoder_name:
+            raise ValueError(
+                f"this map was built with encoder {self.encoder_name!r}, not {encoder.name!r}: embeddings of "
+                "different encoders are not comparable; query it with the same encoder"
+            )
+        self._encoder = encoder
+        self._negatives = None
+
+    @property
+    def encoder(self) -> Encoder:
+        """The query encoder (the map's own, loaded on first use)."""
+        if self._encoder is None:
+            from mapping.encoders import load_encoder
+
+            self.set_encoder(load_encoder(self.encoder_name, device=self._device))
+        assert self._encoder is not None
+        return self._encoder
+
+    @property
+    def tsdf(self) -> TSDFMap:
+        """The TSDF geometry, loaded from the map directory on first use."""
+        if self._tsdf is None:
+            if self.directory is None:
+                raise ValueError("this semantic map was not loaded from a directory; it has no TSDF")
+            from mapping.tsdf import TSDFMap
+
+            self._tsdf = TSDFMap.load(self.directory)
+        return self._tsdf
+
+    @property
+    def mesh_path(self) -> Path:
+        if self.directory is None:
+            raise ValueError("this semantic map was not loaded from a directory; it has no mesh")
+        return self.directory / "mesh.ply"
+
+    def memory_bytes(self) -> int:
+        """Stored feature-layer bytes (see ``FeatureGrid.bytes_per_voxel``)."""
+        return self.grid.memory_bytes()
+
+    # ------------------------------------------------------------------ queries
+    def _negative_embeddings(self) -> np.ndarray:
+        negs = self.query_config.negatives
+        if self._negatives is None or self._negatives[0] != negs:
+            self._negatives = (negs, self.encoder.encode_text(list(negs)))
+        return self._negatives[1]
+
+    def relevancy(self, query_embedding: np.ndarray, negatives: np.ndarray | None = None) -> np.ndarray:
+        """(N,) float32 LERF relevancy of every voxel to a unit query embedding (D,).
+
+        ``negatives`` (K, D) default to the text embeddings of ``query_config.negatives``.
+        Voxels without features (or below ``min_weight``) get 0.
+        """
+        q = np.asarray(query_embedding, np.float32).reshape(-1)
+        if q.shape[0] != self.dim:
+            raise ValueError(f"query embedding has dimension {q.shape[0]}, the map {self.dim}")
+        neg = self._negative_embeddings() if negatives is None else negatives
+        rel = lerf_relevancy(self.unit_embeddings, q, neg, self.query_config.temperature)
+        rel[~self.usable] = 0.0
+        return rel
+
+    @contextlib.contextmanager
+    def _query_threads(self) -> Iterator[None]:
+        """Run with ``query_config.torch_threads`` torch threads, restoring the setting after."""
+        n = self.query_config.torch_threads
+        if n is None:
+            yield
+            return
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def prepare(self) -> None:
+        """Load the query encoder and embed the negatives now (else done by the first query)."""
+        with self._query_threads():
+            self._negative_embeddings()
+
+    def query(self, text: str, top: int = 5) -> QueryResult:
+        """Rank 3D regions for a free-text query ("coffee mug").
+
+        ``timings_s["encode"]`` is the query's text embedding only: loading the encoder and
+        embedding the negatives happen once per map (:meth:`prepare`, or the first query).
+
+        Raises:
+            ValueError: empty text, or top < 1.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"query text must be a non-empty string, got {text!r}")
+        if top < 1:
+            raise ValueError(f"top must be >= 1, got {top}")
+        self.prepare()
+        with self._query_threads():
+            t0 = time.perf_counter()
+            q = self.encoder.encode_text([text.strip()])[0]
+            t_encode = time.perf_counter() - t0
+        return self._answer(text.strip(), q, self._negative_embeddings(), top, t_encode)
+
+    def query_image(self, crop: np.ndarray, top: int = 5) -> QueryResult:
+        """Rank 3D regions that look like an image crop ((H, W, 3) uint8 RGB).
+
+        The negative is the map's own mean embedding (weighted by fusion weight): image-image
+        similarities live on a different scale than image-text ones, so the text negatives
+        would not be comparable; relevancy 0.5 then means "as similar as the average voxel".
+        """
+        if top < 1:
+            raise ValueError(f"top must be >= 1, got {top}")
+        encoder = self.encoder
+        with self._query_threads():
+            t0 = time.perf_counter()
+            q = encoder.encode_images([crop])[0]
+            t_encode = time.perf_counter() - t0
+        mean = (self.unit_embeddings[self.usable] * self.grid.weights[self.usable, None]).sum(axis=0)
+        norm = float(np.linalg.norm(mean))
+        if norm <= 0:
+            raise ValueError("the map has no usable features to compare an image query with")
+        h, w = crop.shape[:2]
+        return self._answer(f"<image {h}x{w}>", q, (mean / norm)[None], top, t_encode)
+
+    def _answer(self, label: str, q: np.ndarray, neg: np.ndarray, top: int, t_encode: float) -> QueryResult:
+        t1 = time.perf_counter()
+        rel = self.relevancy(q, neg)
+        t2 = time.perf_counter()
+        regions = find_regions(self.coords, rel, self.voxel_size_m, self.query_config, top, self.usable)
+        t3 = time.perf_counter()
+        thr = region_threshold(rel[self.usable], self.query_config) if self.usable.any() else 1.0
+        return QueryResult(label, regions, rel, thr, {"encode": t_encode, "relevancy": t2 - t1, "regions": t3 - t2})

@@ -1,0 +1,210 @@
+"""Semantic fusion stage of ``semmap map``: dense image-text features on keyframes, fused into voxels.
+
+Enabled by ``--encoder``. After each frame is integrated into the TSDF, the stage decides
+whether it is a keyframe (pose change since the last keyframe, ``mapping.keyframes``);
+only keyframes are encoded (``mapping.features``) and fused into the semantic voxel
+grid (``mapping.fusion``). Writes ``features.npz`` and ``features.json`` into the map
+directory; ``mapping.SemanticMap.load`` reads them back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mapping.encoders import load_encoder
+from mapping.encoders.base import Encoder
+from mapping.features import FEATURE_STRATEGIES, DenseExtractor, make_extractor
+from mapping.fusion import FeatureGrid, FusionConfig, describe_grid
+from mapping.keyframes import KeyframeSelector
+from mapping.semantic_map import FEATURES_FILE, FEATURES_META_FILE, SEMANTIC_FORMAT_VERSION
+from mapping.tsdf import TSDFMap
+from semmap.pipeline import MapResult, Stage
+from sensors.frame import Frame
+
+ORDER = 50
+
+
+@dataclass
+class SemanticConfig:
+    """Settings of the semantic fusion stage."""
+
+    encoder: str = "lite"
+    """Encoder spec: "lite", "clip:<path>", "openclip:<arch>/<pretrained>"."""
+    device: str = "cpu"
+    """torch device of the encoder."""
+    voxel_size_m: float = 0.05
+    """Semantic voxel edge, metres (coarser than the TSDF)."""
+    features: str = "crops"
+    """Dense feature strategy: "crops" (any encoder) or "patches" (ViT clip: encoders)."""
+    feature_stride: int = 8
+    """Frame pixels per feature pixel."""
+    kf_translation_m: float = 0.15
+    """Camera motion since the last keyframe that makes a keyframe, metres."""
+    kf_rotation_deg: float = 15.0
+    """Camera rotation since the last keyframe that makes a keyframe, degrees."""
+    feature_depth: str = "frame"
+    """Depth used to place feature pixels: "frame" (sensor depth) or "raycast" (the TSDF surface)."""
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    """Fusion weights and depth range."""
+    extractor_options: dict[str, Any] = field(default_factory=dict)
+    """Extra keywords for the feature strategy (e.g. crop_fractions for "crops")."""
+
+    def __post_init__(self) -> None:
+        if self.feature_depth not in ("frame", "raycast"):
+            raise ValueError(f"feature_depth must be 'frame' or 'raycast', got {self.feature_depth!r}")
+        if not self.voxel_size_m > 0:
+            raise ValueError(f"semantic voxel size must be positive, got {self.voxel_size_m}")
+
+
+class SemanticStage(Stage):
+    """Encode keyframes and fuse their dense features into a :class:`FeatureGrid`.
+
+    Args:
+        config: stage settings.
+        encoder: an already loaded encoder (its ``name`` must equal ``config.encoder``);
+            None loads ``config.encoder`` on ``config.device``.
+    """
+
+    name = "semantic"
+
+    def __init__(self, config: SemanticConfig, encoder: Encoder | None = None) -> None:
+        self.config = config
+        if encoder is not None and encoder.name != config.encoder:
+            raise ValueError(f"encoder {encoder.name!r} does not match the configured {config.encoder!r}")
+        self.encoder = encoder or load_encoder(config.encoder, device=config.device)
+        self.extractor: DenseExtractor = make_extractor(
+            config.features, self.encoder, stride=config.feature_stride, **config.extractor_options
+        )
+        self.selector = KeyframeSelector(config.kf_translation_m, config.kf_rotation_deg)
+        self.grid = FeatureGrid(config.voxel_size_m, self.encoder.dim)
+        self.timings_s = {"keyframe_select": 0.0, "encode": 0.0, "depth": 0.0, "fuse": 0.0}
+        self.frames_seen = 0
+
+    @property
+    def keyframes(self) -> list[int]:
+        """``Frame.index`` of every keyframe fused so far."""
+        return self.selector.keyframes
+
+    def after_integrate(self, frame: Frame, tsdf: TSDFMap) -> None:
+        t = self.timings_s
+        self.frames_seen += 1
+        t0 = time.perf_counter()
+        is_kf = self.selector.update(frame.T_world_cam, frame.index)
+        t1 = time.perf_counter()
+        t["keyframe_select"] += t1 - t0
+        if not is_kf:
+            return
+        dense = self.extractor(frame.rgb, frame.depth)
+        t2 = time.perf_counter()
+        t["encode"] += t2 - t1
+        if self.config.feature_depth == "raycast":
+            # Rendered at the frame's own size, then sampled at the feature pixels like sensor
+            # depth: a first ray cast of a fresh Open3D grid at a small size (80 x 60) hung in
+            # Open3D 0.20 (its range-map buffer is reallocated one fragment short).
+            depth = tsdf.raycast(frame.camera, frame.T_world_cam, ("depth",))["depth"]
+        else:
+            depth = frame.depth
+        t3 = time.perf_counter()
+        t["depth"] += t3 - t2
+        self.grid.fuse_frame(dense, depth, frame.camera, frame.T_world_cam, self.config.fusion)
+        t["fuse"] += time.perf_counter() - t3
+
+    def finish(self, result: MapResult) -> None:
+        if len(self.grid) == 0:
+            raise ValueError(
+                f"semantic stage: no feature was fused ({len(self.keyframes)} keyframes of "
+                f"{self.frames_seen} frames); do the frames have valid depth within the depth range?"
+            )
+
+    def save_into(self, directory: Path) -> list[str]:
+        directory = Path(directory)
+        self.grid.save_npz(directory / FEATURES_FILE)
+        (directory / FEATURES_META_FILE).write_text(json.dumps(self.metadata(), indent=1))
+        return [FEATURES_FILE, FEATURES_META_FILE]
+
+    def metadata(self) -> dict:
+        cfg = self.config
+        return {
+            "format_version": SEMANTIC_FORMAT_VERSION,
+            "encoder": self.encoder.name,
+            "dim": self.encoder.dim,
+            "voxel_size_m": cfg.voxel_size_m,
+            **{k: v for k, v in describe_grid(self.grid).items() if k not in ("voxel_size_m", "dim")},
+            "extractor": self.extractor.describe(),
+            "feature_depth": cfg.feature_depth,
+            "fusion": asdict(cfg.fusion),
+            "keyframe_thresholds": {"translation_m": cfg.kf_translation_m, "rotation_deg": cfg.kf_rotation_deg},
+            "frames_seen": self.frames_seen,
+            "keyframes": list(self.keyframes),
+            "timings_s": dict(self.timings_s),
+        }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("semantic features (enabled by --encoder)")
+    g.add_argument(
+        "--encoder",
+        default=None,
+        help="image-text encoder: lite | clip:<hf-name-or-path> | openclip:<arch>/<pretrained>; "
+        "builds the semantic feature layer (features.npz) for `semmap query`",
+    )
+    g.add_argument(
+        "--semantic-voxel-size", type=float, default=0.05, help="semantic voxel edge in metres (default 0.05)"
+    )
+    g.add_argument(
+        "--features",
+        choices=FEATURE_STRATEGIES.names(),
+        default="crops",
+        help="dense features: crops (multi-scale sliding crops, any encoder; default) or "
+        "patches (ViT patch tokens, clip: encoders)",
+    )
+    g.add_argument("--feature-stride", type=int, default=8, help="frame pixels per feature pixel (default 8)")
+    g.add_argument(
+        "--crop-scales",
+        type=float,
+        nargs="+",
+        default=None,
+        metavar="F",
+        help="crops strategy: crop sides as fractions of the frame's short side (default 0.3 0.5 0.8)",
+    )
+    g.add_argument(
+        "--kf-translation", type=float, default=0.15, help="keyframe when the camera moved this many metres (0.15)"
+    )
+    g.add_argument(
+        "--kf-rotation-deg", type=float, default=15.0, help="keyframe when the camera turned this many degrees (15)"
+    )
+    g.add_argument(
+        "--feature-depth",
+        choices=["frame", "raycast"],
+        default="frame",
+        help="place feature pixels with the frame depth (default) or a raycast of the TSDF",
+    )
+
+
+def from_args(args: argparse.Namespace) -> SemanticStage | None:
+    if getattr(args, "encoder", None) is None:
+        return None
+    fusion = FusionConfig(
+        depth_min_m=getattr(args, "depth_min", FusionConfig.depth_min_m),
+        depth_max_m=getattr(args, "depth_max", FusionConfig.depth_max_m),
+    )
+    cfg = SemanticConfig(
+        encoder=args.encoder,
+        device=getattr(args, "device", "cpu"),
+        voxel_size_m=args.semantic_voxel_size,
+        features=args.features,
+        feature_stride=args.feature_stride,
+        kf_translation_m=args.kf_translation,
+        kf_rotation_deg=args.kf_rotation_deg,
+        feature_depth=args.feature_depth,
+        fusion=fusion,
+        extractor_options={"crop_fractions": tuple(args.crop_scales)} if args.crop_scales else {},
+    )
+    if args.crop_scales and args.features != "crops":
+        raise ValueError("--crop-scales applies to --features crops only")
+    return SemanticStage(cfg)
