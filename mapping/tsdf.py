@@ -4,6 +4,10 @@ Frames: the grid lives in the world frame; frames are integrated with their
 ``T_world_cam`` (Open3D takes the extrinsic ``T_cam_world``). Units: metres.
 Truncation is ``trunc_voxels * voxel_size_m`` and the same multiplier is passed to
 every Open3D call (its default of 8 is not used silently).
+
+Weights: :meth:`TSDFMap.integrate` takes an observation weight per frame or per pixel
+(sensor depth 1, estimated depth less); a voxel's weight is the sum of the weights of the
+observations fused into it, and ``min_observations`` is a threshold on that sum.
 """
 
 from __future__ import annotations
@@ -20,6 +24,17 @@ from sensors.camera import Camera
 from sensors.frame import Frame, check_pose
 
 TSDF_FORMAT_VERSION = 1
+
+WEIGHT_TOLERANCE = 1e-3
+"""Slack below ``min_observations`` still counted as reaching it (float32 sums of fractional weights)."""
+
+RAYCAST_RANGE_TILE_PX = 8
+"""Range-map down-sampling factor of Open3D's ``ray_cast``. Keep 8: Open3D 0.20's CPU ray-cast
+kernel indexes the range map as ``(u / 8, v / 8)`` whatever factor is passed, so any other
+value reads the wrong (or out-of-bounds) tiles; 16 hung the process in our tests."""
+
+MAX_DISTINCT_PIXEL_WEIGHTS = 16
+"""Per-pixel weight maps are integrated in one pass per distinct value; more values than this are refused."""
 
 
 @dataclass
@@ -40,8 +55,12 @@ class TSDFConfig:
     """Blocks allocated up front; the hash map is grown (doubled) before it would overflow."""
     device: str = "CPU:0"
     """Open3D device, "CPU:0" or "CUDA:0"."""
-    min_observations: int = 1
-    """A voxel needs at least this many integrated frames to count as surface (mesh, points, raycast)."""
+    min_observations: float = 1.0
+    """Summed observation weight a voxel needs to count as surface (mesh, points, raycast).
+
+    Every frame integrated with weight 1 adds 1, so for plain RGB-D mapping this is the
+    number of frames; a frame integrated with a lower weight (estimated depth) adds its
+    weight, so e.g. 1.0 needs four observations at weight 0.3 (or one sensor frame)."""
     integrate_color: bool = True
     """Keep a colour attribute (RGB in [0, 1])."""
 
@@ -50,8 +69,8 @@ class TSDFConfig:
             raise ValueError(f"voxel_size_m must be positive, got {self.voxel_size_m}")
         if not self.depth_max_m > self.depth_min_m >= 0:
             raise ValueError(f"need depth_max_m > depth_min_m >= 0, got {self.depth_min_m}, {self.depth_max_m}")
-        if self.min_observations < 1:
-            raise ValueError(f"min_observations must be >= 1, got {self.min_observations}")
+        if not self.min_observations > 0:
+            raise ValueError(f"min_observations (summed weight) must be positive, got {self.min_observations}")
         if self.trunc_voxels < 1:
             raise ValueError(f"trunc_voxels must be >= 1, got {self.trunc_voxels}")
 
@@ -61,16 +80,25 @@ class TSDFConfig:
 
     @staticmethod
     def o3d_weight_threshold(min_observations: float) -> float:
-        """Open3D keeps voxels with weight strictly above its threshold; each frame adds weight 1."""
-        return float(min_observations) - 0.5
+        """Open3D's threshold for "summed weight >= min_observations".
+
+        Open3D keeps voxels with weight strictly above its threshold. Weights are sums of
+        per-frame weights in float32 (e.g. 0.3 + 0.3 + 0.4 may land a few ulp below 1),
+        hence the small tolerance; with all weights 1 this equals the old ``n - 0.5`` rule.
+        """
+        return float(min_observations) - WEIGHT_TOLERANCE
 
 
 class TSDFMap:
     """A growing TSDF volume.
 
     Memory: each block holds block_resolution^3 voxels of (tsdf, weight[, r, g, b])
-    float32, i.e. 8 (20 with colour) bytes per voxel.
+    float32, i.e. 8 (20 with colour) bytes per voxel. Colour is stored in [0, 255] (Open3D).
     """
+
+    #: weighted integration on CPU edits the weight buffer through numpy views (False: the
+    #: Open3D tensor path used on CUDA; tests compare the two)
+    _numpy_views: bool = True
 
     def __init__(self, config: TSDFConfig | None = None) -> None:
         import open3d as o3d
@@ -96,17 +124,14 @@ class TSDFMap:
         self.integrate_seconds = 0.0
 
     # ------------------------------------------------------------------ integration
-    def _tensors(self, frame: Frame):
+    def _tensors(self, frame: Frame, depth: np.ndarray):
         """Depth (H,W,1 float32 m), colour (H,W,3 float32 [0,1]), K, extrinsic as Open3D tensors."""
         o3c = self._o3c
-        depth = frame.depth
         cfg = self.config
-        if depth is None:
-            raise ValueError(f"{frame.name or frame.index}: cannot integrate a frame without depth")
         if cfg.depth_min_m > 0:
             depth = np.where(depth >= cfg.depth_min_m, depth, 0.0).astype(np.float32)
         depth = np.nan_to_num(depth, nan=0.0, posinf=0.0, neginf=0.0)
-        d = o3c.Tensor(np.ascontiguousarray(depth[..., None]), device=self.device)
+        d = o3c.Tensor(np.ascontiguousarray(depth[..., None], dtype=np.float32), device=self.device)
         if cfg.integrate_color:
             c = o3c.Tensor(np.ascontiguousarray(frame.rgb), device=self.device).to(o3c.float32) / 255.0
         else:
@@ -122,32 +147,141 @@ class TSDFMap:
         if needed > hm.capacity():
             hm.reserve(max(2 * hm.capacity(), needed))
 
-    def integrate(self, frame: Frame) -> None:
-        """Fuse one posed frame with depth into the volume."""
-        import open3d as o3d
+    def integrate(self, frame: Frame, weight: float | np.ndarray = 1.0) -> None:
+        """Fuse one posed frame with depth into the volume, with an observation weight.
 
+        Every voxel within the truncation band of the depth it projects to (voxel -> one
+        pixel, Open3D's projection) is updated as a weighted running mean::
+
+            tsdf   <- (W tsdf   + a sdf)    / (W + a)
+            colour <- (W colour + a rgb)    / (W + a)
+            W      <- W + a
+
+        where ``a`` is the weight of that pixel; Open3D's own update is ``a = 1``, which
+        stays the fast path (one Open3D call, nothing else). For ``a != 1`` the weights
+        of the touched blocks are divided by ``a`` before Open3D's update (which then
+        computes exactly ``(W tsdf + a sdf) / (W + a)``) and set to ``W + a`` (observed
+        voxels) or restored to ``W`` (untouched voxels) after it; only those blocks are
+        read and written.
+
+        Args:
+            frame: a posed frame with depth (``T_world_cam`` and ``depth`` not None).
+            weight: the observation weight ``a > 0`` of every pixel, or an (H, W) per-pixel
+                weight map (``>= 0``; 0 = pixel not integrated) with at most
+                :data:`MAX_DISTINCT_PIXEL_WEIGHTS` distinct positive values (one pass
+                each; e.g. 1 for sensor pixels, 0.3 for filled ones). Passes are exact:
+                a voxel takes its update from the one pixel it projects to.
+        Raises:
+            ValueError: no pose, no depth, a non-positive or non-finite scalar weight, or a
+                bad weight map (shape, negative / non-finite values, too many distinct values).
+        """
+        where = frame.name or frame.index
         if frame.T_world_cam is None:
-            raise ValueError(f"{frame.name or frame.index}: cannot integrate a frame without a pose")
+            raise ValueError(f"{where}: cannot integrate a frame without a pose")
+        if frame.depth is None:
+            raise ValueError(f"{where}: cannot integrate a frame without depth")
         t0 = time.perf_counter()
-        cfg = self.config
-        d, c, K, ext = self._tensors(frame)
-        depth_img = o3d.t.geometry.Image(d)
-        block_coords = self.vbg.compute_unique_block_coordinates(
-            depth_img, K, ext, 1.0, cfg.depth_max_m, cfg.trunc_voxels
-        )
-        if block_coords.shape[0] > 0:
-            self._ensure_capacity(block_coords)
-            if c is not None:
-                self.vbg.integrate(
-                    block_coords, depth_img, o3d.t.geometry.Image(c), K, K, ext, 1.0, cfg.depth_max_m, cfg.trunc_voxels
-                )
-            else:
-                self.vbg.integrate(block_coords, depth_img, K, ext, 1.0, cfg.depth_max_m, cfg.trunc_voxels)
-            _, found = self.vbg.hashmap().find(block_coords)
-            if not bool(found.all().item()):
-                raise RuntimeError("TSDF block allocation failed: blocks were dropped (hash map overflow)")
+        if np.ndim(weight) == 0:
+            a = float(weight)
+            if not (np.isfinite(a) and a > 0):
+                raise ValueError(f"{where}: integration weight must be a positive finite number, got {weight}")
+            self._integrate_depth(frame, frame.depth, a)
+        else:
+            for a, depth in self._weight_passes(frame, np.asarray(weight)):
+                self._integrate_depth(frame, depth, a)
         self.frames_integrated.append(int(frame.index))
         self.integrate_seconds += time.perf_counter() - t0
+
+    @staticmethod
+    def _weight_passes(frame: Frame, weight: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Split a per-pixel weight map into (weight, depth with only those pixels) passes."""
+        where = frame.name or frame.index
+        if weight.shape != frame.camera.shape:
+            raise ValueError(f"{where}: weight map shape {weight.shape} does not match the frame {frame.camera.shape}")
+        w = weight.astype(np.float32)
+        if not np.all(np.isfinite(w)) or (w < 0).any():
+            raise ValueError(f"{where}: weight map must be finite and >= 0")
+        depth = frame.depth
+        use = (w > 0) & np.isfinite(depth) & (depth > 0)
+        values = np.unique(w[use])
+        if len(values) > MAX_DISTINCT_PIXEL_WEIGHTS:
+            raise ValueError(
+                f"{where}: weight map has {len(values)} distinct positive values; at most "
+                f"{MAX_DISTINCT_PIXEL_WEIGHTS} are integrated (one pass each): quantise it"
+            )
+        return [(float(a), np.where(use & (w == a), depth, 0.0).astype(np.float32)) for a in values]
+
+    def _integrate_depth(self, frame: Frame, depth: np.ndarray, a: float) -> None:
+        """One Open3D integration of ``depth`` (H, W metres) with weight ``a`` (see :meth:`integrate`)."""
+        import open3d as o3d
+
+        cfg = self.config
+        d, c, K, ext = self._tensors(frame, depth)
+        depth_img = o3d.t.geometry.Image(d)
+        try:
+            block_coords = self.vbg.compute_unique_block_coordinates(
+                depth_img, K, ext, 1.0, cfg.depth_max_m, cfg.trunc_voxels
+            )
+        except RuntimeError as e:
+            if "No block is touched" in str(e):
+                return  # no depth within (depth_min, depth_max): nothing to fuse
+            raise
+        if block_coords.shape[0] == 0:
+            return
+        self._ensure_capacity(block_coords)
+        hm = self.vbg.hashmap()
+        reweight = None
+        if a != 1.0:
+            # Allocate the touched blocks now (new blocks are zero) so their buffer
+            # indices are known; Open3D's integrate then finds them already active.
+            hm.activate(block_coords)
+            buf, _ = hm.find(block_coords)
+            reweight = self._scale_weights(buf, a)
+        if c is not None:
+            self.vbg.integrate(
+                block_coords, depth_img, o3d.t.geometry.Image(c), K, K, ext, 1.0, cfg.depth_max_m, cfg.trunc_voxels
+            )
+        else:
+            self.vbg.integrate(block_coords, depth_img, K, ext, 1.0, cfg.depth_max_m, cfg.trunc_voxels)
+        if reweight is not None:
+            reweight()
+        _, found = hm.find(block_coords)
+        if not bool(found.all().item()):
+            raise RuntimeError("TSDF block allocation failed: blocks were dropped (hash map overflow)")
+
+    def _scale_weights(self, buf_indices, a: float):
+        """Divide the weights of the given blocks by ``a``; return the function that, after
+        Open3D's update, sets them to ``W + a`` where Open3D added 1 and back to ``W`` elsewhere."""
+        o3c = self._o3c
+        weights = self.vbg.attribute("weight")  # a view of the hash map's value buffer
+        if self._numpy_views and self.device.get_type() == o3c.Device.DeviceType.CPU:
+            # numpy views of the CPU buffers: gathers/scatters ~100x faster than Open3D's indexing
+            w_all, idx = weights.numpy(), buf_indices.numpy().astype(np.int64)
+            w0 = w_all[idx]
+            w_scaled = w0 / np.float32(a)
+            w_all[idx] = w_scaled
+
+            def restore() -> None:
+                observed = w_all[idx] != w_scaled  # Open3D added exactly 1 there
+                w_all[idx] = np.where(observed, w0 + np.float32(a), w0)
+
+            return restore
+        idx = buf_indices.to(o3c.int64)
+        w0 = weights[idx]
+        shape = w0.shape
+        w0 = w0.reshape((-1,))
+        w_scaled = w0 / a
+        weights[idx] = w_scaled.reshape(shape)
+
+        def restore_tensor() -> None:
+            # Flat tensors and a boolean mask: Open3D 0.19 turns True into 255 in
+            # Bool.to(float32) and refuses 5-D boolean indexing.
+            observed = weights[idx].reshape((-1,)) != w_scaled
+            w_new = w0.clone()
+            w_new[observed] = w0[observed] + a
+            weights[idx] = w_new.reshape(shape)
+
+        return restore_tensor
 
     # ------------------------------------------------------------------ queries
     @property
@@ -163,11 +297,11 @@ class TSDFMap:
         hm = self.vbg.hashmap()
         return hm.key_tensor()[hm.active_buf_indices().to(self._o3c.int64)]
 
-    def _threshold(self, min_observations: int | None) -> float:
+    def _threshold(self, min_observations: float | None) -> float:
         n = self.config.min_observations if min_observations is None else min_observations
         return TSDFConfig.o3d_weight_threshold(n)
 
-    def extract_mesh(self, min_observations: int | None = None):
+    def extract_mesh(self, min_observations: float | None = None):
         """Marching-cubes mesh (``open3d.t.geometry.TriangleMesh``, world frame, metres).
 
         Raises RuntimeError if the volume holds no surface.
@@ -179,7 +313,7 @@ class TSDFMap:
             raise RuntimeError("TSDF map has no surface above the weight threshold")
         return mesh
 
-    def extract_point_cloud(self, min_observations: int | None = None):
+    def extract_point_cloud(self, min_observations: float | None = None):
         """Zero-crossing surface points (``open3d.t.geometry.PointCloud``, world frame)."""
         if self.num_blocks == 0:
             raise RuntimeError("TSDF map is empty: no frame with valid depth was integrated")
@@ -190,7 +324,7 @@ class TSDFMap:
         camera: Camera,
         T_world_cam: np.ndarray,
         attributes: tuple[str, ...] = ("depth",),
-        min_observations: int | None = None,
+        min_observations: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Render the map from a camera pose.
 
@@ -204,23 +338,17 @@ class TSDFMap:
         if self.num_blocks == 0:
             out = {"depth": np.zeros((h, w), np.float32)}
             return {k: out.get(k, np.zeros((h, w, 3), np.float32)) for k in attributes}
-        args = (
-            self._active_block_coords(),
-            o3c.Tensor(camera.K, dtype=o3c.float64),
-            o3c.Tensor(np.linalg.inv(T), dtype=o3c.float64),
-            w,
-            h,
-            list(dict.fromkeys(("depth",) + tuple(attributes))),
-            1.0,
-            cfg.depth_min_m,
-            cfg.depth_max_m,
-            self._threshold(min_observations),
-            cfg.trunc_voxels,
-            8,
-        )
+        blocks = self._active_block_coords()
+        K = o3c.Tensor(camera.K, dtype=o3c.float64)
+        extrinsic = o3c.Tensor(np.linalg.inv(T), dtype=o3c.float64)
+        names = list(dict.fromkeys(("depth",) + tuple(attributes)))
+        threshold = self._threshold(min_observations)
+        args = (blocks, K, extrinsic, w, h, names, 1.0, cfg.depth_min_m, cfg.depth_max_m, threshold,
+                cfg.trunc_voxels, RAYCAST_RANGE_TILE_PX)
         res = self.vbg.ray_cast(*args)
-        # Open3D sizes its range-map fragment buffer from the previous call: a call that
-        # outgrows it returns an empty image (with only a warning) and reallocates. Retry.
+        # Open3D sizes its range-map fragment buffer (per grid) from the previous call: a call
+        # that outgrows it ("Could not generate full range map") returns an empty image and
+        # reallocates (a fresh grid's first two calls always do). Retry.
         for _ in range(2):
             if bool((res["depth"] > 0).any().item()):
                 break
@@ -251,7 +379,7 @@ class TSDFMap:
         return Path(directory)
 
     @classmethod
-    def load(cls, directory: Path | str, device: str | None = None) -> "TSDFMap":
+    def load(cls, directory: Path | str, device: str | None = None) -> TSDFMap:
         """Load a volume written by :meth:`save` / :meth:`save_into`."""
         import open3d as o3d
 

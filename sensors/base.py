@@ -116,6 +116,7 @@ SOURCES.register("o3dlog", "sensors.o3dlog:O3DLogSource", "ICL-NUIM / Redwood fo
 SOURCES.register("folder", "sensors.folder:FolderSource", "any folder described by a semmap.json / semmap.yaml manifest")
 SOURCES.register("synthetic", "sensors.synthetic:SyntheticSource", "RGB-D rendered from a mesh along a trajectory")
 SOURCES.register("realsense", "sensors.realsense:RealSenseSource", "Intel RealSense, live or a recording (.bag/.db3)")
+SOURCES.register("monodepth", "sensors.monodepth:MonoDepthSource", "monocular-depth samples: test_annotations.json + rgb/ + depth/ (NYU, KITTI)")
 
 
 def detect_source(path: Path | str) -> str:

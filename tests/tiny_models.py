@@ -1,0 +1,114 @@
+"""Tiny randomly initialised models saved to disk like hub checkpoints (nothing is downloaded).
+
+- :func:`save_tiny_depth_anything`: Depth Anything with the *metric* head (2-layer DINOv2
+  backbone, DPT neck), plus its image processor; loads with ``hf:<dir>``.
+- :func:`save_tiny_clip`: CLIP (2-layer ViT, patch 8 at 32 px) with an offline word-level
+  tokenizer and an image processor; loads with ``clip:<dir>`` (``mapping.encoders``),
+  so ``depthclip:clip:<dir>`` builds DepthCLIP on it. The tokenizer follows
+  tests/mapping/test_encoders_clip.py (a real BPE vocabulary cannot be made offline).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+DEPTHCLIP_WORDS = (
+    *("this", "object", "is", "giant", "extremely", "close", "not", "in", "distance"),
+    *("a", "little", "remote", "far", "unseen", "photo", "of", "the", "cat", "dog", "table", "chair"),
+)
+"""Tokenizer vocabulary: DepthCLIP's prompt words ("This object is extremely close", ...) and a few more."""
+PAD, EOS, BOS, UNK = 0, 1, 2, 3
+TINY_CLIP_LAYERS = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
+
+
+def save_tiny_depth_anything(
+    path: Path, max_depth_m: int = 20, seed: int = 0, depth_estimation_type: str = "metric"
+) -> Path:
+    """Write a tiny Depth Anything and its processor to ``path``.
+
+    ``depth_estimation_type="metric"``: the metric head (``sigmoid * max_depth_m``, metres);
+    ``"relative"``: the relative head (disparity-like, no scale). The output head is re-drawn
+    with a wide normal init so the random network gives a non-constant map. Returns ``path``.
+    """
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+
+    path = Path(path)
+    backbone = Dinov2Config(
+        image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, out_indices=[1, 2], reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[16, 32],
+        reassemble_factors=[2, 1], fusion_hidden_size=16, head_hidden_size=8,
+        depth_estimation_type=depth_estimation_type, max_depth=max_depth_m,
+    )
+    torch.manual_seed(seed)
+    model = DepthAnythingForDepthEstimation(config)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.normal_(0.0, 0.5)
+    model.save_pretrained(path)
+    DPTImageProcessorPil(
+        size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+    ).save_pretrained(path)
+    return path
+
+
+def _tiny_tokenizer():
+    """A word-level fast tokenizer ("[BOS] words [EOS]", max 16 tokens) and its vocabulary size."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[PAD]": PAD, "[EOS]": EOS, "[BOS]": BOS, "[UNK]": UNK}
+    for w in DEPTHCLIP_WORDS:
+        vocab.setdefault(w, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", BOS), ("[EOS]", EOS)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", eos_token="[EOS]", bos_token="[BOS]", unk_token="[UNK]",
+        model_max_length=16,
+    )
+    return fast, len(vocab)
+
+
+def save_tiny_clip(path: Path, seed: int = 0) -> Path:
+    """Write a tiny random CLIP (joint dim 24, 4x4 patch grid), tokenizer and image processor to ``path``."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    path = Path(path)
+    tok, vocab = _tiny_tokenizer()
+    text = dict(TINY_CLIP_LAYERS, vocab_size=vocab, max_position_embeddings=16, pad_token_id=PAD,
+                bos_token_id=BOS, eos_token_id=EOS)
+    cfg = CLIPConfig(text_config=text, vision_config=dict(TINY_CLIP_LAYERS, image_size=32, patch_size=8),
+                     projection_dim=24)
+    torch.manual_seed(seed)
+    CLIPModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+_SAVED: dict[tuple, Path] = {}
+
+
+def cached_model_dir(kind: str, tmp_path_factory, **options) -> Path:
+    """A tiny model directory made once per test session (shared by the test modules that use it).
+
+    Args:
+        kind: "depth_anything" or "clip".
+        tmp_path_factory: pytest's session ``tmp_path_factory`` (the directory lives under it).
+        options: passed to the ``save_tiny_*`` function.
+    """
+    key = (kind, tuple(sorted(options.items())))
+    if key not in _SAVED:
+        save = {"depth_anything": save_tiny_depth_anything, "clip": save_tiny_clip}[kind]
+        _SAVED[key] = save(tmp_path_factory.mktemp(f"tiny-{kind}"), **options)
+    return _SAVED[key]
