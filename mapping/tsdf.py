@@ -122,6 +122,7 @@ class TSDFMap:
         )
         self.frames_integrated: list[int] = []
         self.integrate_seconds = 0.0
+        self._revision = 0
 
     # ------------------------------------------------------------------ integration
     def _tensors(self, frame: Frame, depth: np.ndarray):
@@ -190,6 +191,7 @@ class TSDFMap:
             for a, depth in self._weight_passes(frame, np.asarray(weight)):
                 self._integrate_depth(frame, depth, a)
         self.frames_integrated.append(int(frame.index))
+        self._revision += 1
         self.integrate_seconds += time.perf_counter() - t0
 
     @staticmethod
@@ -328,36 +330,54 @@ class TSDFMap:
     ) -> dict[str, np.ndarray]:
         """Render the map from a camera pose.
 
-        Returns a dict of numpy arrays: "depth" (H, W) float32 metres (0 = no hit),
-        "normal" (H, W, 3) world frame, "color" (H, W, 3) float32 in [0, 1], as requested.
+        The zero-level surface (marching cubes, the same mesh :meth:`extract_mesh` gives) is
+        ray-cast with Open3D's ``RaycastingScene``; the scene is cached until the next
+        integration. (Open3D 0.20's own ``VoxelBlockGrid.ray_cast`` on CPU can hang or crash
+        after "Could not generate full range map", e.g. on a fresh 5 cm grid and full-size
+        frames, and reads voxels half a voxel off; the mesh path has neither problem.)
+
+        Returns a dict of numpy arrays: "depth" (H, W) float32 metres along the optical axis
+        (0 = no hit or outside [depth_min_m, depth_max_m]), "normal" (H, W, 3) float32 world
+        frame, "color" (H, W, 3) float32 in [0, 1], as requested.
         """
-        o3c = self._o3c
         T = check_pose(T_world_cam, "raycast pose")
-        cfg = self.config
+        unknown = set(attributes) - {"depth", "normal", "color"}
+        if unknown:
+            raise ValueError(f"unknown raycast attributes {sorted(unknown)}; use depth, normal, color")
         h, w = camera.shape
-        if self.num_blocks == 0:
-            out = {"depth": np.zeros((h, w), np.float32)}
-            return {k: out.get(k, np.zeros((h, w, 3), np.float32)) for k in attributes}
-        blocks = self._active_block_coords()
-        K = o3c.Tensor(camera.K, dtype=o3c.float64)
-        extrinsic = o3c.Tensor(np.linalg.inv(T), dtype=o3c.float64)
-        names = list(dict.fromkeys(("depth",) + tuple(attributes)))
-        threshold = self._threshold(min_observations)
-        args = (blocks, K, extrinsic, w, h, names, 1.0, cfg.depth_min_m, cfg.depth_max_m, threshold,
-                cfg.trunc_voxels, RAYCAST_RANGE_TILE_PX)
-        res = self.vbg.ray_cast(*args)
-        # Open3D sizes its range-map fragment buffer (per grid) from the previous call: a call
-        # that outgrows it ("Could not generate full range map") returns an empty image and
-        # reallocates (a fresh grid's first two calls always do). Retry.
-        for _ in range(2):
-            if bool((res["depth"] > 0).any().item()):
-                break
-            res = self.vbg.ray_cast(*args)
-        out = {}
-        for k in attributes:
-            a = res[k].cpu().numpy().astype(np.float32)
-            out[k] = a[..., 0] if k == "depth" else a
-        return out
+        renderer = self._surface_renderer(min_observations)
+        if renderer is None:
+            empty = {"depth": np.zeros((h, w), np.float32)}
+            return {k: empty.get(k, np.zeros((h, w, 3), np.float32)) for k in attributes}
+        view = renderer.render(camera, T)
+        cfg = self.config
+        depth = view.depth_m.astype(np.float32)
+        outside = (depth < cfg.depth_min_m) | (depth > cfg.depth_max_m)
+        depth[outside] = 0.0
+        out = {"depth": depth}
+        if "normal" in attributes:
+            out["normal"] = np.where(outside[..., None], 0.0, view.normals_world).astype(np.float32)
+        if "color" in attributes:
+            out["color"] = np.where(outside[..., None], 0.0, view.rgb / 255.0).astype(np.float32)
+        return {k: out[k] for k in attributes}
+
+    def _surface_renderer(self, min_observations: float | None):
+        """A cached ``sensors.synthetic.MeshRenderer`` of the current surface, or None if empty."""
+        from sensors.synthetic import MeshRenderer
+
+        key = (self._revision, self._threshold(min_observations))
+        cached = getattr(self, "_renderer_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        renderer = None
+        if self.num_blocks > 0:
+            mesh = self.vbg.extract_triangle_mesh(weight_threshold=key[1]).cpu()
+            if mesh.triangle.indices.shape[0] > 0:
+                if "colors" in mesh.vertex:
+                    mesh.vertex.colors = mesh.vertex.colors.clip(0.0, 1.0)
+                renderer = MeshRenderer(mesh)
+        self._renderer_cache = (key, renderer)
+        return renderer
 
     # ------------------------------------------------------------------ persistence
     def save_into(self, directory: Path) -> None:
@@ -402,5 +422,6 @@ class TSDFMap:
             m.vbg = m.vbg.to(m.device)
         m.frames_integrated = list(meta.get("frames_integrated", []))
         m.integrate_seconds = 0.0
+        m._revision = 0
         return m
 
