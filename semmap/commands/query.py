@@ -64,6 +64,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         options["negatives"] = tuple(n.strip() for n in args.negatives.split(",") if n.strip())
     if args.min_relevancy is not None:
         options["threshold"] = args.min_relevancy
+    if args.text is not None and _answer_from_graph(args):
+        return 0
     qcfg = QueryConfig(**options)
     smap = SemanticMap.load(args.map, device=args.device, query_config=qcfg)
     if args.image is not None:
@@ -86,6 +88,40 @@ def cmd_query(args: argparse.Namespace) -> int:
         for p in paths.values():
             print(f"  {p}", file=log)
     return 0
+
+
+def _answer_from_graph(args: argparse.Namespace) -> bool:
+    """Answer a relational query ("the mug on the table") from the scene graph; False if not one.
+
+    Says so when the text has a relation word that does not parse, or when the map has no
+    scene graph yet; the caller then answers it as a plain text query.
+    """
+    from scenegraph.query import answer, parse_query
+
+    parsed = parse_query(args.text)
+    log = sys.stderr if args.json else sys.stdout
+    if parsed.fallback:
+        print(f"note: {parsed.note}", file=log)
+        return False
+    if not parsed.relational:
+        return False
+    if not (args.map / "scene_graph.json").is_file():
+        print(f"note: {args.map} has no scene graph (run `semmap graph {args.map}`); "
+              "answering as plain text", file=log)
+        return False
+    results = answer(args.map, args.text, top=args.top)
+    if results.message:
+        print(f"note: {results.message}", file=log)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=1))
+        return True
+    print(f"'{args.text}': {parsed.subject} {parsed.relation} {parsed.object} ({len(results)} pair(s), scene graph)")
+    print(f"  {'rank':>4} {'score':>6} {'centroid (m)':>26}  subject / partner")
+    for k, r in enumerate(results, 1):
+        d = r.to_dict()
+        c = " ".join(f"{v:7.2f}" for v in d["centroid"])
+        print(f"  {k:>4} {d['score']:>6.3f} {c:>26}  {d['name']} {d.get('relation', '')} {d.get('partner_name', '')}")
+    return True
 
 
 def _print_table(result) -> None:
