@@ -124,35 +124,9 @@ def test_hf_missing_local_model_is_a_clear_error(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_depth_anything(tmp_path_factory):
     """A 2-layer Dinov2 + DPT head Depth Anything with the metric head, saved like a hub checkpoint."""
-    import torch
-    from transformers import (
-        DepthAnythingConfig,
-        DepthAnythingForDepthEstimation,
-        Dinov2Config,
-    )
-    from transformers.models.dpt.image_processing_pil_dpt import DPTImageProcessorPil
+    from tests.tiny_models import save_tiny_depth_anything
 
-    path = tmp_path_factory.mktemp("tiny-depth-anything-metric")
-    backbone = Dinov2Config(
-        image_size=56, patch_size=14, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, out_indices=[1, 2], reshape_hidden_states=False,
-    )
-    config = DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[16, 32],
-        reassemble_factors=[2, 1], fusion_hidden_size=16, head_hidden_size=8,
-        depth_estimation_type="metric", max_depth=20,
-    )
-    torch.manual_seed(0)
-    model = DepthAnythingForDepthEstimation(config)
-    with torch.no_grad():  # random but non-degenerate output head
-        for p in model.head.parameters():
-            p.normal_(0.0, 0.5)
-    model.save_pretrained(path)
-    DPTImageProcessorPil(
-        size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
-        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-    ).save_pretrained(path)
-    return path
+    return save_tiny_depth_anything(tmp_path_factory.mktemp("tiny-depth-anything-metric"))
 
 
 def test_hf_depth_anything_metric_end_to_end(tiny_depth_anything, redkitchen):
