@@ -186,12 +186,12 @@ def test_raycast_pose_removes_half_voxel_bias():
     hit = rendered > 0
     assert hit.mean() > 0.9
     err = rendered[hit] - depth[hit]
-    biased = m.raycast(cam, np.eye(4), ("depth",))["depth"]  # TSDFMap.raycast, no shift
-    err_biased = biased[biased > 0] - depth[biased > 0]
-    # measured: median +8.1 mm unshifted, -3.0 mm shifted; mean |error| 10.1 mm -> 7.2 mm
-    assert np.median(err_biased) > 0.3 * voxel
+    # The shifted Open3D ray cast is unbiased (measured median -3.0 mm; unshifted it was +8.1 mm).
     assert abs(np.median(err)) < 0.2 * voxel
-    assert np.mean(np.abs(err)) < 0.8 * np.mean(np.abs(err_biased))
+    # TSDFMap.raycast renders the marching-cubes mesh: no half-voxel bias either (measured 0.6 mm).
+    mesh_depth = m.raycast(cam, np.eye(4), ("depth",))["depth"]
+    err_mesh = mesh_depth[mesh_depth > 0] - depth[mesh_depth > 0]
+    assert abs(np.median(err_mesh)) < 0.1 * voxel
     np.testing.assert_allclose(raycast_pose(np.eye(4), voxel)[:3, 3], [0.01, 0.01, 0.01])
 
 
