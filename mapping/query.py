@@ -80,6 +80,21 @@ class QueryConfig:
             raise ValueError("link_radius must be >= 0, min_voxels and peak_voxels >= 1")
 
 
+def region_fields(
+    rank: int, score: float, centroid: np.ndarray, bbox_min: np.ndarray, bbox_max: np.ndarray, voxel_count: int
+) -> dict:
+    """The JSON fields every 3D query answer shares (``semmap query --json``): rank, score,
+    centroid, bbox_min, bbox_max (world frame, metres) and voxel_count, as plain types."""
+    return {
+        "rank": int(rank),
+        "score": float(score),
+        "centroid": [float(x) for x in centroid],
+        "bbox_min": [float(x) for x in bbox_min],
+        "bbox_max": [float(x) for x in bbox_max],
+        "voxel_count": int(voxel_count),
+    }
+
+
 @dataclass
 class Region:
     """One ranked answer to a query: a connected group of relevant voxels.
@@ -106,12 +121,7 @@ class Region:
     def to_dict(self) -> dict:
         """Plain JSON types (no voxel list)."""
         return {
-            "rank": self.rank,
-            "score": float(self.score),
-            "centroid": [float(x) for x in self.centroid],
-            "bbox_min": [float(x) for x in self.bbox_min],
-            "bbox_max": [float(x) for x in self.bbox_max],
-            "voxel_count": int(self.voxel_count),
+            **region_fields(self.rank, self.score, self.centroid, self.bbox_min, self.bbox_max, self.voxel_count),
             "max_relevancy": float(self.max_relevancy),
         }
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mapping.query import region_fields
 from scenegraph.graph import SCENE_GRAPH_FILE, SceneGraph, SceneObject
 
 RELATION_PHRASES: dict[str, tuple[str, ...]] = {
@@ -176,12 +177,7 @@ class ObjectResult:
 
     def to_dict(self) -> dict:
         d = {
-            "rank": self.rank,
-            "score": float(self.score),
-            "centroid": [float(x) for x in self.centroid],
-            "bbox_min": [float(x) for x in self.bbox_min],
-            "bbox_max": [float(x) for x in self.bbox_max],
-            "voxel_count": int(self.voxel_count),
+            **region_fields(self.rank, self.score, self.centroid, self.bbox_min, self.bbox_max, self.voxel_count),
             "object_id": int(self.object_id),
             "name": self.name,
             "label": self.label,

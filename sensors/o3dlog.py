@@ -25,7 +25,7 @@ import numpy as np
 from sensors.base import IndexedSource
 from sensors.camera import Camera
 from sensors.frame import Frame, check_pose
-from sensors.io import SourceError, check_same_size, natural_key, read_depth_m, read_json, read_rgb
+from sensors.io import SourceError, natural_key, read_json, read_rgbd
 from sensors.trajectory_io import read_o3d_log
 
 PRIMESENSE = Camera(525.0, 525.0, 319.5, 239.5, 640, 480)
@@ -162,14 +162,8 @@ class O3DLogSource(IndexedSource):
     def load(self, i: int) -> Frame:
         """Frame i: rgb (H, W, 3) uint8, depth (H, W) float32 metres, T_world_cam from the log."""
         cpath, dpath = self.color_paths[i], self.depth_paths[i]
-        rgb = read_rgb(cpath)
-        depth = read_depth_m(dpath, self.depth_scale)
-        check_same_size(rgb, depth, cpath, dpath)
-        if rgb.shape[:2] != self.camera.shape:
-            raise SourceError(
-                f"{cpath}: image is {rgb.shape[1]}x{rgb.shape[0]} but the camera ({self.camera_origin}) "
-                f"is {self.camera.width}x{self.camera.height}"
-            )
+        rgb, depth = read_rgbd(cpath, dpath, self.depth_scale, self.camera.shape,
+                               camera_origin=f"the camera ({self.camera_origin})")
         return Frame(
             rgb=rgb,
             depth=depth,

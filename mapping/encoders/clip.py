@@ -250,7 +250,7 @@ class HFClipEncoder(Encoder):
             return self.model.visual_projection(y).reshape(b, p, -1)
         # SigLIP: all layers + post_layernorm (no CLS token), then the pooling head's value path.
         if not getattr(vision, "use_head", True):
-            raise NotImplementedError(
+            raise ValueError(
                 "encode_image_patches needs a SigLIP vision tower with its pooling head (vision_use_head=True)"
             )
         x = vision(pixel_values=pixels).last_hidden_state  # (B, P, D), post_layernorm applied
