@@ -33,22 +33,25 @@ ANNOTATIONS = REPO / "tests" / "data" / "redkitchen_objects.json"
 EXTRA_QUERIES = ["mug", "cup", "keyboard", "table", "screen", "computer tower", "joystick"]
 
 
-def build(data: Path, out_dir: Path, max_frames: int | None) -> dict:
+def build(data: Path, out_dir: Path, max_frames: int | None, features: str | None = None) -> dict:
     """Map ``data`` with lite and save to ``out_dir``; returns timings and sizes."""
     from semmap.pipeline import MapConfig, build_map, save_map
     from semmap.stages.semantic import SemanticConfig, SemanticStage
+    from semmap.stages.views import ViewsStage
     from sensors import open_source
 
     spec = f"7scenes:{data}"
     load_before = os.getloadavg()
     cpu0, t0 = time.process_time(), time.perf_counter()
-    stage = SemanticStage(SemanticConfig(encoder="lite"))
+    stage = SemanticStage(SemanticConfig(encoder="lite", **({"features": features} if features else {})))
     t_encoder_load = time.perf_counter() - t0
+    # The same stages as `semmap map --encoder lite`: the views stage keeps keyframe views for the scene graph.
+    stages = [stage, ViewsStage()]
     cfg = MapConfig(max_frames=max_frames, progress=True)
     with open_source(spec) as src:
-        result = build_map(src, cfg, [stage])
+        result = build_map(src, cfg, stages)
     t1 = time.perf_counter()
-    save_map(result, out_dir, spec, cfg, [stage])
+    save_map(result, out_dir, spec, cfg, stages)
     t_save = time.perf_counter() - t1
     wall = time.perf_counter() - t0
     sem = stage.timings_s
@@ -56,7 +59,9 @@ def build(data: Path, out_dir: Path, max_frames: int | None) -> dict:
     return {
         "frames": result.frames_integrated,
         "keyframes": len(stage.keyframes),
-        "crops_per_keyframe": len(stage.extractor.crops(result.camera.shape)) + 1,
+        "features": stage.extractor.describe(),
+        "crops_per_keyframe": stage.images_encoded / max(1, len(stage.keyframes)),
+        "encoder_precision": getattr(stage.encoder, "precision", None),
         "wall_s": wall,
         "process_cpu_s": time.process_time() - cpu0,
         "loadavg_1min_before_after": [load_before[0], os.getloadavg()[0]],
@@ -132,6 +137,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--map", type=Path, default=None, help="evaluate this map instead of building one")
     ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--features", default=None, help="dense feature strategy (default: the stage's)")
     ap.add_argument("--map-out", type=Path, default=REPO / "benchmarks" / "results" / "map_semantic_lite")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "semantic.json")
     args = ap.parse_args()
@@ -141,7 +147,7 @@ def main() -> None:
     map_dir = args.map
     if map_dir is None:
         map_dir = args.map_out
-        report["build"] = build(args.data, map_dir, args.max_frames)
+        report["build"] = build(args.data, map_dir, args.max_frames, args.features)
     t0 = time.perf_counter()
     smap = SemanticMap.load(map_dir)
     smap.prepare()
@@ -152,7 +158,10 @@ def main() -> None:
 
     if "build" in report:
         b = report["build"]
-        print(f"redkitchen, lite: {b['frames']} frames, {b['keyframes']} keyframes x {b['crops_per_keyframe']} crops")
+        print(
+            f"redkitchen, lite ({b['encoder_precision']}), {b['features']['strategy']}: {b['frames']} frames, "
+            f"{b['keyframes']} keyframes x {b['crops_per_keyframe']:.1f} crops"
+        )
         print(
             f"  wall {b['wall_s']:.1f} s (process CPU {b['process_cpu_s']:.1f} s; "
             f"load average {b['loadavg_1min_before_after'][0]:.1f} -> {b['loadavg_1min_before_after'][1]:.1f} "

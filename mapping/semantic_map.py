@@ -323,7 +323,9 @@ class SemanticMap:
         t1 = time.perf_counter()
         rel = self.relevancy(q, neg)
         t2 = time.perf_counter()
-        regions = find_regions(self.coords, rel, self.voxel_size_m, self.query_config, top, self.usable)
+        regions = find_regions(
+            self.coords, rel, self.voxel_size_m, self.query_config, top, self.usable, self.grid.weights
+        )
         t3 = time.perf_counter()
         thr = region_threshold(rel[self.usable], self.query_config) if self.usable.any() else 1.0
         return QueryResult(label, regions, rel, thr, {"encode": t_encode, "relevancy": t2 - t1, "regions": t3 - t2})

@@ -166,7 +166,9 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
         pg, ng = sub.points @ R.T, sub.normals @ R.T
         seg = segment_surface(sub, pc.fh_k, pc.fh_min_size, pc.fh_color_weight)
         obj = merge_segments(pg, ng, sub.colors, sub.area_m2, sub.edges, seg, pc)
-        obj = clean_objects(pg, sub.colors, sub.area_m2, obj, pc)
+        floors = [p.nodes for p in planes if p.is_structure and p.kind == "floor" and len(p.nodes)]
+        floor_z = float(np.median((surf.points[np.concatenate(floors)] @ R.T)[:, 2])) if floors else None
+        obj = clean_objects(pg, sub.colors, sub.area_m2, obj, pc, floor_z)
         object_of[remap >= 0] = obj[remap[remap >= 0]]
     n_obj = int(object_of.max()) + 1
     t["proposals"] = time.perf_counter() - t1
@@ -237,7 +239,7 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
             bodies.append(Body.from_plane(struct_ids[k], p.kind, np.r_[R @ p.normal, p.offset]))
     for obj in objects:
         pts = surf.points[node_object == obj.id] @ R.T
-        bodies.append(Body.from_points(obj.id, pts, cfg.relations.max_points))
+        bodies.append(Body.from_points(obj.id, pts, cfg.relations.max_points, low_points=cfg.relations.low_points))
     band = max(0.015, 0.6 * node)  # structure_regions' default band
     for rel in compute_relations(bodies, node, cfg.relations, band, cfg.proposals.resolved(node).bump_m):
         graph.add_relation(rel)

@@ -112,7 +112,18 @@ class ProposalConfig:
     stub_area_m2: float = 0.03
     """Largest stub surface area."""
     stub_gap_m: float = 0.4
-    """Largest gap between a stub and the object above it."""
+    """Largest gap between a stub (or a post) and the object above it."""
+    post_width_m: float = 0.2
+    """Widest post: a slender upright part (height at least ``post_slenderness`` times its
+    width, its top under a larger object's footprint) joins that object whatever its
+    colour (a table leg in shadow under the top; see :func:`attach_hanging_parts`)."""
+    post_slenderness: float = 2.5
+    """See ``post_width_m``."""
+    leg_gap_m: float = 1.2
+    """Largest gap between a stub or post that stands on the floor (a leg's foot) and the
+    object above it (see :func:`attach_hanging_parts`; needs the floor height)."""
+    leg_floor_m: float = 0.1
+    """A part stands on the floor when its bottom is at most this far above it."""
     hang_radius_m: float = 0.05
     """Horizontal search radius above a part's top for :func:`attach_hanging_parts`."""
     min_extent_m: float = 0.06
@@ -517,7 +528,12 @@ def dbscan_split(points: np.ndarray, object_of: np.ndarray, cfg: ProposalConfig)
 
 
 def attach_hanging_parts(
-    points_g: np.ndarray, colors: np.ndarray, area: np.ndarray, labels: np.ndarray, cfg: ProposalConfig
+    points_g: np.ndarray,
+    colors: np.ndarray,
+    area: np.ndarray,
+    labels: np.ndarray,
+    cfg: ProposalConfig,
+    floor_z: float | None = None,
 ) -> np.ndarray:
     """Join parts that stand just under a larger object to it (legs under a table top).
 
@@ -529,11 +545,18 @@ def attach_hanging_parts(
     ``stub_height_m`` tall and ``stub_area_m2`` of surface: the foot of a leg whose middle
     was never reconstructed) joins a cluster up to ``stub_gap_m`` above it when it lies
     within that cluster's footprint, whatever its colour (it is blended with the floor's).
-    Applied top-down, so a leg broken in two pieces is joined piece by piece.
+    So does a *post*: a slender upright part (at most ``post_width_m`` wide and
+    ``post_slenderness`` times as tall as wide: a table leg, dark in the shadow of the top,
+    whose top was never seen) whose top lies in the footprint of a cluster at least four
+    times as wide, up to ``stub_gap_m`` above it. A stub or post that stands on the floor
+(bottom at most ``leg_floor_m`` above ``floor_z``: the foot of a leg, whose shadowed
+middle may be missing for most of the leg's height) may lie up to ``leg_gap_m`` under
+the object. Applied top-down, so a leg broken in two pieces is joined piece by piece.
 
     Args:
         points_g: (N, 3) gravity-frame nodes; colors: (N, 3) RGB in [0, 1]; area: (N,) node areas;
         labels: (N,) cluster ids (-1: none).
+        floor_z: the floor's height in the gravity frame (None: unknown, no floor-standing rule).
     Returns:
         (N,) int64 cluster ids after joining (not renumbered).
     """
@@ -551,31 +574,34 @@ def attach_hanging_parts(
     info = {c: stats(c) for c in ids}
     tree = cKDTree(points_g[:, :2])
     for c in sorted(ids, key=lambda k: -info[k][1]):
-        size, top, _, rgb = info[c]
+        size, top, bottom, rgb = info[c]
         p = points_g[members[c]]
         tops = p[p[:, 2] >= top - cfg.hang_gap_m / 2]
-        near = np.unique(np.concatenate([np.asarray(i, np.int64) for i in tree.query_ball_point(tops[:, :2], cfg.hang_radius_m)]))
-        near = near[(labels[near] >= 0) & (labels[near] != labels[members[c][0]])]
-        z = points_g[near, 2]
-        near = near[(z > top) & (z <= top + cfg.hang_gap_m)]
-        stub = False
-        if len(near) < 3:
-            # a short stub far below: the foot of a leg whose middle was never reconstructed
-            far = np.unique(np.concatenate([np.asarray(i, np.int64) for i in tree.query_ball_point(tops[:, :2], cfg.hang_radius_m)]))
-            far = far[(labels[far] >= 0) & (labels[far] != labels[members[c][0]])]
-            far = far[(points_g[far, 2] > top) & (points_g[far, 2] <= top + cfg.stub_gap_m)]
-            if len(far) < 3 or top - info[c][2] > cfg.stub_height_m or area[members[c]].sum() > cfg.stub_area_m2:
-                continue
-            near, stub = far, True
-        target = int(np.bincount(labels[near]).argmax())
-        t_size, _, _, t_rgb = info.get(target, stats(target))
-        if size > 0.5 * t_size:
-            continue
-        if stub:
-            inside = hull_signed_distance(points_g[members[target], :2], p[:, :2]) >= -cfg.eps_m
-            if inside.mean() < 0.9:
-                continue
-        elif float(colour_distance(rgb, t_rgb)) >= cfg.flat_colour_distance:
+        above = np.unique(np.concatenate([np.asarray(i, np.int64) for i in tree.query_ball_point(tops[:, :2], cfg.hang_radius_m)]))
+        above = above[(labels[above] >= 0) & (labels[above] != labels[members[c][0]])]
+        above = above[points_g[above, 2] > top]
+        target = None
+        near = above[points_g[above, 2] <= top + cfg.hang_gap_m]
+        if len(near) >= 3:  # just under a larger cluster of the same colour
+            t = int(np.bincount(labels[near]).argmax())
+            t_size, _, _, t_rgb = info[t]
+            if size <= 0.5 * t_size and float(colour_distance(rgb, t_rgb)) < cfg.flat_colour_distance:
+                target = t
+        height = top - bottom
+        stub = height <= cfg.stub_height_m and area[members[c]].sum() <= cfg.stub_area_m2
+        post = size <= cfg.post_width_m and height >= cfg.post_slenderness * max(size, 1e-3)
+        on_floor = floor_z is not None and bottom <= floor_z + cfg.leg_floor_m
+        far = above[points_g[above, 2] <= top + (cfg.leg_gap_m if on_floor else cfg.stub_gap_m)]
+        if target is None and (stub or post) and len(far) >= 3:
+            # a short stub far below (the foot of a leg whose middle was never
+            # reconstructed), or a post (a leg in the shadow of the top): any colour, but
+            # inside the footprint of a much wider cluster
+            t = int(np.bincount(labels[far]).argmax())
+            if size <= (0.5 if stub else 0.25) * info[t][0]:
+                inside = hull_signed_distance(points_g[members[t], :2], p[:, :2]) >= -cfg.eps_m
+                if inside.mean() >= 0.9:
+                    target = t
+        if target is None:
             continue
         old = int(labels[members[c][0]])
         labels[labels == old] = target
@@ -593,9 +619,10 @@ def absorb_fragments(points_g: np.ndarray, colors: np.ndarray, area: np.ndarray,
     nodes lie in that cluster's box (1st-99th percentile, grown by ``eps_m``), the two
     come within ``fragment_gap_m``, their colours are alike (below
     ``flat_colour_distance``), and it does not stand on the larger cluster (it is not
-    at least ``2 contact_tol_m`` tall with its median height more than ``contact_tol_m``
-    above the larger cluster's surface under it: a white mug on a light table stays a
-    mug, a flat strip of a shelf's top board joins the shelf).
+    at least ``2 contact_tol_m`` tall with its median height more than ``contact_tol_m``,
+    or its 90th percentile more than ``1.5 contact_tol_m``, above the larger cluster's
+    surface under it: a white mug on a light table stays a mug, and so does a flat game
+    controller; a flat strip of a shelf's top board joins the shelf).
 
     Returns (N,) int64 cluster ids (not renumbered).
     """
@@ -627,8 +654,11 @@ def absorb_fragments(points_g: np.ndarray, colors: np.ndarray, area: np.ndarray,
             zs = np.concatenate([pt[np.asarray(i, np.int64), 2] for i in under if len(i)] or [np.zeros(0)])
             zs = zs[zs <= np.median(pc[:, 2])]
             rises = np.ptp(pc[:, 2]) >= 2 * cfg.contact_tol_m
-            if rises and len(zs) and np.median(pc[:, 2]) > np.percentile(zs, 95) + cfg.contact_tol_m:
-                continue
+            if rises and len(zs):
+                surface = np.percentile(zs, 95)
+                mid, high = np.percentile(pc[:, 2], [50, 90])
+                if mid > surface + cfg.contact_tol_m or high > surface + 1.5 * cfg.contact_tol_m:
+                    continue
             if best is None or size[t] > size[best]:
                 best = t
         if best is not None:
@@ -640,14 +670,21 @@ def absorb_fragments(points_g: np.ndarray, colors: np.ndarray, area: np.ndarray,
 
 
 def clean_objects(
-    points_g: np.ndarray, colors: np.ndarray, area: np.ndarray, object_of: np.ndarray, cfg: ProposalConfig
+    points_g: np.ndarray,
+    colors: np.ndarray,
+    area: np.ndarray,
+    object_of: np.ndarray,
+    cfg: ProposalConfig,
+    floor_z: float | None = None,
 ) -> np.ndarray:
     """Clean-up (step 4): DBSCAN split, hanging parts and fragments joined, small clusters dropped.
+
+    ``floor_z``: the floor's height in the gravity frame, when known (legs standing on it).
 
     Returns (N,) int64 object ids 0..O-1 (ordered by first node), -1 for dropped nodes.
     """
     lab = dbscan_split(points_g, object_of, cfg)
-    lab = attach_hanging_parts(points_g, colors, area, lab, cfg)
+    lab = attach_hanging_parts(points_g, colors, area, lab, cfg, floor_z)
     lab = absorb_fragments(points_g, colors, area, lab, cfg)
     out = np.full(len(points_g), -1, np.int64)
     for c in np.unique(lab[lab >= 0]):

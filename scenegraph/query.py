@@ -24,7 +24,23 @@ skipped. A text with a relation word but nothing on one side of it ("mug on", "o
 table") does not parse: the query falls back to a plain text search and says so.
 
 Scores. A phrase's score for an object is the softmax over the graph's objects of
-``cos(text embedding, object embedding) / temperature`` (which object the phrase means).
+``cos(text embedding, object embedding) / temperature`` (which object the phrase means),
+times, with ``QueryConfig.contrast`` (default), the probability that the object is
+better described by the phrase than by the names of a vocabulary (the one the labels
+come from): a softmax over the phrase and the names of each name's similarity less its
+mean over the scene's objects, as the labels are scored. The vocabulary names are the
+canonical negatives of LERF-style relevancy: a fragment that resembles every phrase a
+little (a table leg, for "chair" as for "table") scores low, an object that resembles
+the phrase more than any other name scores high; the product is renormalised over the objects.
+With ``QueryConfig.size_prior`` (default) it is also weighed by how well the object's
+size (its longest horizontal side) fits the phrase's typical size (common-sense sizes of
+the vocabulary names, ``scenegraph.vocabulary.TYPICAL_SIZE_M``; the phrase is spread
+over the names by text similarity), a log-normal of spread ``size_sigma``: a weak
+encoder that sees "dining table" in every crop of a chair (the table is behind it) or
+calls the table a "desk" would otherwise resolve "the table" to the chair; with the prior
+the whole table, the object that best explains "table" at its size, wins. Measured on
+redkitchen (``lite``): relational queries 4/10 -> 6/10 top-1; median rank of the
+annotated instances for their names improves (table 9 -> 4, chairs 15/25 -> 7/9).
 Structure nodes are named, not embedded: "floor" / "ground" match the floor, "wall"
 every wall, "ceiling" the ceiling, with score 1. A relational answer ranks pairs by
 ``subject score x relation score x object score``; relation scores come from the graph
@@ -222,6 +238,26 @@ class QueryConfig:
     min_score: float = 1e-4
     """Answers scoring lower are not reported."""
     structure_words: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(STRUCTURE_WORDS))
+    contrast: bool = True
+    """Weigh each object by how much better the phrase describes it than the vocabulary
+    names do (see the module docstring)."""
+    vocabulary: tuple[str, ...] | None = None
+    """Names contrasted with the phrase; default ``scenegraph.vocabulary.DEFAULT_VOCABULARY``."""
+    contrast_temperature: float = 0.05
+    """Softmax temperature of the phrase-versus-names contrast."""
+    size_prior: bool = True
+    """Weigh each object by how well its size fits the phrase's typical size (see the
+    module docstring)."""
+    typical_sizes: dict[str, float] | None = None
+    """Name -> typical longest horizontal side, metres; default
+    ``scenegraph.vocabulary.TYPICAL_SIZE_M``."""
+    size_sigma: float = 0.5
+    """Spread of the size prior, natural log of the size ratio (0.5: half the weight at
+    1.6 times or 1 / 1.6 the typical size)."""
+    size_name_temperature: float = 0.05
+    """Softmax temperature that spreads a phrase over the sized names by text similarity."""
+    size_min_similarity: float = 0.5
+    """A phrase that resembles no sized name this much (text cosine) gets no size prior."""
 
 
 def _structure_scores(graph: SceneGraph, phrase: str, cfg: QueryConfig) -> dict[int, float] | None:
@@ -244,10 +280,77 @@ def phrase_scores(graph: SceneGraph, phrase: str, encoder, cfg: QueryConfig | No
         return {}
     q = encoder.encode_text([cfg.template.format(phrase)])[0]
     E = np.stack([o.embedding for o in objs]).astype(np.float32)
-    logits = (E @ q) / cfg.temperature
+    sims = E @ q
+    logits = sims / cfg.temperature
     p = np.exp(logits - logits.max())
     p /= p.sum()
+    if cfg.contrast and len(objs) >= 2:
+        p = p * _contrast(E, sims, encoder, cfg)
+        p /= max(float(p.sum()), 1e-30)
+    if cfg.size_prior:
+        prior = size_prior(objs, q, encoder, cfg)
+        if prior is not None:
+            p = p * prior
+            p /= max(float(p.sum()), 1e-30)
     return {o.id: float(s) for o, s in zip(objs, p)}
+
+
+_NAME_CACHE: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}
+
+
+def _name_embeddings(encoder, template: str, names: tuple[str, ...]) -> np.ndarray:
+    """(V, D) text embeddings of names in the prompt template (a few sets cached)."""
+    key = (getattr(encoder, "name", str(id(encoder))), template, names)
+    if key not in _NAME_CACHE:
+        if len(_NAME_CACHE) >= 4:
+            _NAME_CACHE.clear()
+        _NAME_CACHE[key] = np.asarray(encoder.encode_text([template.format(n) for n in names]), np.float32)
+    return _NAME_CACHE[key]
+
+
+def object_size_m(o: SceneObject) -> float:
+    """An object's longest horizontal side (gravity box), metres (at least 1 cm)."""
+    return max(float(np.max((o.gbox_max - o.gbox_min)[:2])), 0.01)
+
+
+def size_prior(objs: list[SceneObject], q: np.ndarray, encoder, cfg: QueryConfig) -> np.ndarray | None:
+    """(O,) weight of each object's size for a phrase with text embedding ``q`` (D,).
+
+    The phrase is spread over the sized names by a softmax of its text similarity to them
+    (``size_name_temperature``); its typical log size is the weighted mean of theirs, and
+    an object's weight is ``exp(-(ln(size / typical))^2 / (2 size_sigma^2))``, its size the
+    longest horizontal side. None (no prior) when no sized name resembles the phrase.
+    """
+    from scenegraph.vocabulary import TYPICAL_SIZE_M
+
+    sizes = TYPICAL_SIZE_M if cfg.typical_sizes is None else cfg.typical_sizes
+    if not sizes:
+        return None
+    names = tuple(sizes)
+    sim = _name_embeddings(encoder, cfg.template, names) @ np.asarray(q, np.float32)
+    if float(sim.max()) < cfg.size_min_similarity:
+        return None
+    w = np.exp((sim - sim.max()) / cfg.size_name_temperature)
+    mu = float(w @ np.log([sizes[n] for n in names]) / w.sum())
+    d = np.log([object_size_m(o) for o in objs]) - mu
+    return np.exp(-0.5 * (d / cfg.size_sigma) ** 2)
+
+
+def _contrast(E: np.ndarray, sims: np.ndarray, encoder, cfg: QueryConfig) -> np.ndarray:
+    """(O,) probability that each object is the phrase rather than one of the vocabulary names.
+
+    Args:
+        E: (O, D) object embeddings; sims: (O,) their cosine with the phrase.
+    """
+    from scenegraph.vocabulary import DEFAULT_VOCABULARY
+
+    names = tuple(cfg.vocabulary or DEFAULT_VOCABULARY)
+    S = E @ _name_embeddings(encoder, cfg.template, names).T  # (O, V)
+    logits = np.concatenate([(sims - sims.mean())[:, None], S - S.mean(axis=0, keepdims=True)], axis=1)
+    logits = logits / cfg.contrast_temperature
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e[:, 0] / e.sum(axis=1)
 
 
 def _result(rank: int, score: float, o: SceneObject, **kw) -> ObjectResult:

@@ -1,8 +1,10 @@
 """Spatial relations between objects, scored from their reconstructed surfaces.
 
 Everything is measured in the gravity frame (z = up, metres) on each object's surface
-points. ``A.lo`` / ``A.hi`` are A's robust lowest / highest heights (0.5th / 98th
-percentile; the lowest parts of a table, its legs, are few of its points), its *footprint* is the (x, y) of its points and ``size`` its largest
+points. ``A.lo`` / ``A.hi`` are A's robust lowest / highest heights (``lo``: the 0.5th
+percentile or, when lower, the ``low_points``-th lowest point: the lowest parts of a
+table, the feet of the one or two legs that were reconstructed, are few of its points;
+``hi``: the 98th percentile), its *footprint* is the (x, y) of its points and ``size`` its largest
 horizontal extent. Tolerances: ``contact`` = ``max(contact_m, 1.5 node sizes)``.
 
 =========  ==========================================================================
@@ -77,6 +79,9 @@ class RelationConfig:
     """Relations scoring lower are not stored."""
     max_points: int = 4000
     """Points per object used for the tests (evenly subsampled)."""
+    low_points: int = 8
+    """An object's lowest height is at most that of its ``low_points``-th lowest point
+    (a few stray points lower do not count; see the module docstring)."""
 
 
 @dataclass
@@ -104,12 +109,16 @@ class Body:
     _tree: cKDTree | None = None
 
     @classmethod
-    def from_points(cls, id: int, points_g: np.ndarray, max_points: int = 4000, kind: str = "object") -> Body:
+    def from_points(
+        cls, id: int, points_g: np.ndarray, max_points: int = 4000, kind: str = "object", low_points: int = 8
+    ) -> Body:
         p = np.asarray(points_g, dtype=np.float64)
         if len(p) > max_points:
             p = p[np.linspace(0, len(p) - 1, max_points).astype(np.int64)]
         lo3, hi3 = np.percentile(p, 1, axis=0), np.percentile(p, 99, axis=0)
         z_lo, z_hi = np.percentile(p[:, 2], [0.5, 98])
+        if low_points > 0:
+            z_lo = min(z_lo, float(np.partition(p[:, 2], min(low_points, len(p)) - 1)[min(low_points, len(p)) - 1]))
         return cls(id, kind, p, None, float(z_lo), float(z_hi), lo3, hi3, float(np.max(hi3[:2] - lo3[:2])))
 
     @classmethod

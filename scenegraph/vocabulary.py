@@ -24,6 +24,24 @@ DEFAULT_VOCABULARY: tuple[str, ...] = (
 )
 """Default label candidates (object names plus the structure names)."""
 
+TYPICAL_SIZE_M: dict[str, float] = {
+    "table": 1.4, "desk": 1.3, "chair": 0.5, "sofa": 2.0, "armchair": 0.8, "stool": 0.4, "bench": 1.4,
+    "bed": 2.0, "pillow": 0.5, "blanket": 1.5, "shelf": 1.0, "bookshelf": 1.0, "cabinet": 1.0,
+    "cupboard": 1.0, "drawer": 0.5, "wardrobe": 1.2, "counter": 2.0, "kitchen counter": 2.5, "sink": 0.6,
+    "refrigerator": 0.8, "oven": 0.6, "microwave": 0.5, "stove": 0.7, "dishwasher": 0.6, "kettle": 0.25,
+    "toaster": 0.3, "coffee machine": 0.35, "mug": 0.1, "cup": 0.09, "glass": 0.08, "bottle": 0.08,
+    "bowl": 0.18, "plate": 0.25, "pot": 0.3, "pan": 0.4, "jar": 0.1, "box": 0.4, "basket": 0.4, "bag": 0.4,
+    "backpack": 0.35, "book": 0.25, "paper": 0.3, "notebook": 0.25, "magazine": 0.28, "monitor": 0.55,
+    "television": 1.1, "laptop": 0.35, "computer": 0.45, "keyboard": 0.45, "mouse": 0.11, "telephone": 0.2,
+    "printer": 0.45, "lamp": 0.35, "light": 0.4, "clock": 0.3, "picture": 0.6, "mirror": 0.7, "window": 1.2,
+    "door": 0.9, "curtain": 1.5, "plant": 0.4, "vase": 0.15, "trash can": 0.35, "towel": 0.5, "toy": 0.25,
+    "shoe": 0.28, "radiator": 0.9, "fan": 0.4, "speaker": 0.2, "whiteboard": 1.5,
+}
+"""Typical longest horizontal side of the default names' objects, metres (common-sense
+values: a dining table 1.4, a chair 0.5, a mug 0.1), the size prior of scene-graph
+queries (:mod:`scenegraph.query`). Structure names have none; a name missing here (a
+user's own) contributes no prior."""
+
 
 def parse_vocabulary(text: str, where: str = "vocabulary") -> list[str]:
     """Names from a vocabulary file's text (JSON list, or one name per line with # comments)."""

@@ -8,6 +8,11 @@ colour-registered depth (``sensors.open_source("7scenes:...")``) and ground-trut
   is within ``depth_tol_m`` of the median depth of the central third of the box
   (drops the table or wall behind a mug, the floor behind a chair's slats);
 - ``method="plane"``: the dominant plane in the box (RANSAC, 2 cm inliers), for the table top;
+  with ``floor=(frame, box)`` the object stands on the floor (a table on its legs): its box
+  also holds the top's points moved along gravity (``gravity-direction.txt``) down to the
+  floor plane fitted (RANSAC) in that box, while its centroid stays the top's. (Fix: the
+  first version of this file boxed the table top only, 40 cm thick, so the table's own
+  legs lay outside the table's box.)
 - ``method="ray_plane"``: for a flat object without depth (a glossy screen): the plane
   fitted (RANSAC) to the valid depth in the box widened by ``tol`` pixels (the wall and
   bezel around it), intersected with the rays of the box's pixels.
@@ -46,7 +51,8 @@ OBJECTS: dict[str, dict] = {
                (945, (485, 290, 522, 335))],
     ),
     "table": dict(
-        label="wooden dining table (top)", queries=["dining table", "table"], method="plane", tol=0.0,
+        label="wooden dining table (top, box down to the floor)", queries=["dining table", "table"], method="plane",
+        tol=0.0, floor=(0, (0, 340, 90, 470)),
         views=[(0, (250, 170, 600, 330)), (315, (0, 200, 640, 470)), (378, (0, 130, 640, 380)),
                (945, (0, 290, 640, 480))],
     ),
@@ -185,6 +191,14 @@ def main() -> None:
         _, first = np.unique(np.floor(allp / 0.01).astype(np.int64), axis=0, return_index=True)
         allp = allp[first]
         centroid = np.median(allp, axis=0)
+        extra = {}
+        if "floor" in spec:
+            g = np.loadtxt(args.data / "gravity-direction.txt").reshape(3)
+            g /= np.linalg.norm(g)
+            f_index, f_box = spec["floor"]
+            floor_h = float(np.median(box_points(src.load(f_index), f_box, "plane", 0.0, np.random.default_rng(1)) @ g))
+            allp = np.concatenate([allp, allp + (floor_h - allp @ g)[:, None] * g])
+            extra = {"floor_view": {"frame": f_index, "box_xyxy": list(f_box)}, "floor_height_m": round(floor_h, 4)}
         view_c = np.array([v["centroid"] for v in per_view])
         objects.append({
             "id": oid,
@@ -197,6 +211,7 @@ def main() -> None:
             "method": spec["method"],
             "depth_tol_m": spec["tol"],
             "views": per_view,
+            **extra,
         })
         print(f"{oid:<18} centroid {np.round(centroid, 3)} spread {objects[-1]['view_spread_m']:.3f} m "
               f"size {np.round(np.array(objects[-1]['bbox_max']) - objects[-1]['bbox_min'], 2)}")

@@ -17,6 +17,7 @@ from mapping.features import (
     CropFeatures,
     DenseFeatures,
     PatchFeatures,
+    SegmentFeatures,
     crop_grid,
     encoder_input_size,
     make_extractor,
@@ -210,7 +211,80 @@ def test_patches_need_an_encoder_with_patch_tokens():
 
 
 def test_registry():
-    assert FEATURE_STRATEGIES.names() == ["crops", "patches"]
+    assert FEATURE_STRATEGIES.names() == ["crops", "patches", "segments"]
     assert isinstance(make_extractor("crops", MeanColourEncoder(), stride=4), CropFeatures)
-    with pytest.raises(ValueError, match="unknown feature strategy 'sam'; known: crops, patches"):
+    assert isinstance(make_extractor("segments", MeanColourEncoder(), stride=4), SegmentFeatures)
+    with pytest.raises(ValueError, match="unknown feature strategy 'sam'; known: crops, patches, segments"):
         make_extractor("sam", MeanColourEncoder())
+
+
+def two_squares(h: int = 96, w: int = 128) -> np.ndarray:
+    """Grey background, a red square (rows/cols 16:48) and a blue one (rows 48:80, cols 80:112)."""
+    img = np.full((h, w, 3), 120, np.uint8)
+    img[16:48, 16:48] = (230, 10, 10)
+    img[48:80, 80:112] = (10, 10, 230)
+    return img
+
+
+def test_segments_give_each_object_its_crop_fused_with_the_frame():
+    """Known answer: with no context margin each square's crop is exactly the square, so its
+    pixels carry ConceptFusion's mix of that colour and the frame's mean colour; the
+    background (too large for a crop of its own) carries the frame embedding at low confidence."""
+    enc = MeanColourEncoder()
+    ex = SegmentFeatures(
+        enc, stride=8, levels=(1.0,), work_width=128, sigma=0, margin=0.0, min_crop_frac=0.1, resize_to=None
+    )
+    img = two_squares()
+    dense = ex(img)
+    assert dense.shape == (12, 16) and ex.last_crop_count == 3 and enc.calls == [3]
+    assert enc.sizes == {(32, 32), (96, 128)}  # the two squares and the whole frame
+    red, blue, glob = enc.encode_images([img[16:48, 16:48], img[48:80, 80:112], img])
+    cos = np.array([red @ glob, blue @ glob])
+    w = np.exp(cos - cos.max()) / np.exp(cos - cos.max()).sum()  # softmax over the frame's segments, T = 1
+    want = [w[i] * glob + (1 - w[i]) * e for i, e in enumerate((red, blue))]
+    want = [v / np.linalg.norm(v) for v in want]
+    np.testing.assert_allclose(dense.features[3, 3], want[0], atol=1e-5)  # feature pixel centre (27.5, 27.5): red
+    np.testing.assert_allclose(dense.features[7, 11], want[1], atol=1e-5)  # (91.5, 59.5): blue
+    np.testing.assert_allclose(dense.features[0, 0], glob, atol=1e-5)
+    assert dense.confidence[3, 3] == pytest.approx(1.0) and dense.confidence[0, 0] == pytest.approx(0.2)
+    np.testing.assert_allclose(np.linalg.norm(dense.features, axis=-1), 1.0, atol=1e-5)
+
+
+def test_segment_levels_agree_or_lower_the_confidence():
+    """Two levels: a pixel whose segment has a crop at only one level gets half the confidence."""
+    enc = MeanColourEncoder()
+    ex = SegmentFeatures(enc, stride=8, levels=(1.0, 1.0), work_width=128, sigma=0, margin=0.0, min_crop_frac=0.1)
+    dense = ex(two_squares())
+    assert ex.last_crop_count == 3  # identical crops of both levels are embedded once
+    assert dense.confidence[3, 3] == pytest.approx(1.0)
+    ex = SegmentFeatures(
+        enc, stride=8, levels=(1.0, 1.0), work_width=128, sigma=0, margin=0.0, min_crop_frac=0.1, max_segments=1
+    )
+    dense = ex(two_squares())
+    assert sorted(np.unique(dense.confidence.round(6))) == [0.2, 1.0]  # one square kept, at both levels
+
+
+def test_segments_use_depth_edges():
+    """One colour everywhere; a nearer square is a segment only because of its depth."""
+    img = np.full((96, 128, 3), 120, np.uint8)
+    depth = np.full((96, 128), 3.0, np.float32)
+    depth[16:48, 16:48] = 1.0
+    enc = MeanColourEncoder()
+    ex = SegmentFeatures(enc, stride=8, levels=(1.0,), work_width=128, sigma=0, margin=0.0, min_crop_frac=0.1)
+    ex(img)
+    assert ex.last_crop_count == 1  # the whole frame only
+    ex(img, depth)
+    assert ex.last_crop_count == 2 and (32, 32) in enc.sizes
+    with pytest.raises(ValueError, match="depth"):
+        ex(img, depth[:10])
+
+
+def test_segment_options_are_checked():
+    enc = MeanColourEncoder()
+    with pytest.raises(ValueError, match="levels"):
+        SegmentFeatures(enc, levels=())
+    with pytest.raises(ValueError, match="min_area_frac"):
+        SegmentFeatures(enc, min_area_frac=0.6, max_area_frac=0.5)
+    with pytest.raises(ValueError, match="uncovered_confidence"):
+        SegmentFeatures(enc, uncovered_confidence=2.0)
+    assert SegmentFeatures(enc).describe()["strategy"] == "segments"

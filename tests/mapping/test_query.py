@@ -78,7 +78,7 @@ def test_regions_are_ranked_with_their_geometry():
     coords = np.concatenate([small, a, b, bg])
     rel = np.concatenate([[0.99], np.full(27, 0.8), np.full(27, 0.7), np.full(125, 0.2)]).astype(np.float32)
     rel[1 + 13] = 0.9  # the centre voxel of a
-    regions = find_regions(coords, rel, 0.05, QueryConfig(threshold=0.5, relative_threshold=0.0))
+    regions = find_regions(coords, rel, 0.05, QueryConfig(threshold=0.5, relative_threshold=0.0, support_weight=0))
     assert [r.rank for r in regions] == [1, 2]
     ra, rb = regions
     assert ra.voxel_count == 27 and rb.voxel_count == 27
@@ -129,3 +129,28 @@ def test_a_component_with_two_peaks_is_split_between_them():
     pts, one = (coords + 0.5) * 0.05, np.zeros(30, np.int64)
     assert len(np.unique(split_by_peaks(pts, np.ones(30, np.float32), one, 0.3))) == 1
     assert len(np.unique(split_by_peaks(pts, rel, one, 2.0))) == 1
+
+
+def test_scores_are_shrunk_towards_the_median_by_the_evidence_behind_them():
+    """A 2-voxel speck at relevancy 0.9 seen once from afar (weight 0.05 each) and an
+    object-sized blob at 0.8 seen well (weight 1 each): without the prior the speck ranks
+    first; with it the score is median + (peak - median) W / (W + W0)."""
+    speck = blob([10, 0, 0], 0)
+    speck = np.concatenate([speck, speck + [1, 0, 0]])
+    obj = blob([0, 0, 0], 1)
+    bg = blob([0, 0, 20], 2)
+    coords = np.concatenate([speck, obj, bg])
+    rel = np.concatenate([np.full(2, 0.9), np.full(27, 0.8), np.full(125, 0.2)]).astype(np.float32)
+    weights = np.concatenate([np.full(2, 0.05), np.full(27, 1.0), np.full(125, 1.0)]).astype(np.float32)
+    base = {"threshold": 0.5, "relative_threshold": 0.0}
+    plain = find_regions(coords, rel, 0.05, QueryConfig(**base, support_weight=0), weights=weights)
+    assert [r.voxel_count for r in plain] == [2, 27]
+    ranked = find_regions(coords, rel, 0.05, QueryConfig(**base, support_weight=1.0), weights=weights)
+    assert [r.voxel_count for r in ranked] == [27, 2]
+    assert ranked[0].score == pytest.approx(0.2 + 0.6 * 27 / 28)
+    assert ranked[1].score == pytest.approx(0.2 + 0.7 * 0.1 / 1.1)
+    # without weights every voxel counts 1
+    unweighted = find_regions(coords, rel, 0.05, QueryConfig(**base, support_weight=1.0))
+    assert [r.score for r in unweighted] == pytest.approx([0.2 + 0.6 * 27 / 28, 0.2 + 0.7 * 2 / 3])
+    with pytest.raises(ValueError, match="support_weight"):
+        QueryConfig(support_weight=-1)

@@ -49,7 +49,9 @@ def kitchen_map(tmp_path_factory):
     root = data_path("7scenes-redkitchen")
     spec = f"7scenes:{root}"
     cfg = MapConfig(voxel_size_m=0.04, progress=False)
-    stage = SemanticStage(SemanticConfig(encoder="lite", extractor_options={"crop_fractions": (0.3,)}))
+    stage = SemanticStage(
+        SemanticConfig(encoder="lite", features="crops", extractor_options={"crop_fractions": (0.3,)})
+    )
     with open_source(spec) as src:
         result = build_map(Subset(src, FRAMES), cfg, [stage])
     out = tmp_path_factory.mktemp("maps") / "kitchen"
@@ -109,6 +111,21 @@ def test_the_mug_is_where_coffee_mug_points(loaded):
     assert np.median(mug.relevancy[near]) > np.percentile(mug.relevancy, 95)
     assert np.median(chair[near]) < np.percentile(chair, 50)
     assert np.linalg.norm(mug.regions[0].centroid - np.array(MUG["centroid"])) < 0.25
+
+
+def test_segment_features_put_coffee_mug_on_the_mug(tmp_path):
+    """The default dense features (object-level crops of RGB-D image segments) on the six
+    frames that see the white mug: "coffee mug"'s best region is on it (measured: 8 cm
+    from the annotated centroid, 35 crops per frame) and "chair"'s best region is not (75 cm)."""
+    stage = SemanticStage(SemanticConfig(encoder="lite"))
+    assert stage.extractor.name == "segments"
+    with open_source(f"7scenes:{data_path('7scenes-redkitchen')}") as src:
+        build_map(Subset(src, FRAMES), MapConfig(voxel_size_m=0.04, progress=False), [stage])
+    assert stage.images_encoded / len(FRAMES) < 48  # fewer than the sliding crops (47 + frame)
+    smap = SemanticMap(stage.grid, "lite", encoder=stage.encoder)
+    mug = np.array(MUG["centroid"])
+    assert np.linalg.norm(smap.query("coffee mug").regions[0].centroid - mug) < 0.25
+    assert np.linalg.norm(smap.query("chair").regions[0].centroid - mug) > 0.25
 
 
 def test_image_query_with_a_crop_of_the_mug_finds_the_mug(loaded):

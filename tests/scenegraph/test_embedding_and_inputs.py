@@ -131,3 +131,19 @@ def test_empty_and_unfinished_maps(room_maps, tmp_path):
     with pytest.raises(ValueError, match="mesh.ply"):
         build_scene_graph(empty)
     assert main(["graph", str(empty)]) == 2
+
+
+def test_feature_embeddings_count_each_voxel_once():
+    """An object's feature embedding is the mean of its distinct voxels' features: a voxel
+    that many surface nodes fall in (or with a large fusion weight) does not outweigh the rest."""
+    from types import SimpleNamespace
+
+    from scenegraph.embedding import feature_embeddings
+
+    feats = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
+    # voxel 0 holds nine nodes of the object, voxel 1 one; voxel 0 also has 10x the weight
+    grid = SimpleNamespace(lookup=lambda p: (p[:, 0] > 0.5).astype(np.int64), weights=np.array([10.0, 1.0]))
+    sem = SimpleNamespace(grid=grid, unit_embeddings=feats, usable=np.array([True, True]))
+    pts = np.array([[0.0, 0, 0]] * 9 + [[1.0, 0, 0]])
+    out = feature_embeddings(sem, pts, np.zeros(10, np.int64), 1)
+    np.testing.assert_allclose(out[0], np.array([1.0, 1.0]) / np.sqrt(2), atol=1e-6)

@@ -142,3 +142,64 @@ def test_graph_without_embeddings_says_so(graph):
         answer_graph(graph, "the mug on the table")
     # structure needs no embeddings: nothing here is a floor standing on a wall, but it answers
     assert answer_graph(graph, "floor on the wall").mode == "relational"
+
+
+def test_contrast_prefers_objects_the_phrase_describes_best():
+    """A table part that resembles "chair" a little more than the chair does, but
+    "table" much more, loses "chair" to the chair once the phrase is contrasted with the
+    vocabulary names (LERF-style canonical negatives)."""
+    from scenegraph.query import QueryConfig, phrase_scores
+
+    g = SceneGraph(np.array([0, 0, 1.0]), np.eye(3), encoder="keywords")
+    emb = {
+        "table_leg": [0.0, 1.0, 0.8, 0.0],  # cos(chair) 0.62, cos(table) 0.78
+        "chair": [0.5, 0.0, 0.55, 0.5],  # cos(chair) 0.61, cos(table) 0: a chair, badly seen
+        "mug": [1.0, 0.0, 0.1, 0.0],
+        "book": [0.0, 0.0, 0.1, 1.0],
+    }
+    for i, (name, v) in enumerate(emb.items()):
+        v = np.asarray(v, np.float32)
+        g.add_object(obj(i, "object", name, name, [i, 0, 0.5], v / np.linalg.norm(v)))
+    enc = KeywordEncoder()
+    plain = phrase_scores(g, "chair", enc, QueryConfig(contrast=False))
+    contrasted = phrase_scores(g, "chair", enc, QueryConfig(vocabulary=WORDS))
+    assert max(plain, key=plain.get) == 0  # the leg
+    assert max(contrasted, key=contrasted.get) == 1  # the chair
+    assert sum(contrasted.values()) == pytest.approx(1.0)
+    # structure nodes are still named, not scored
+    g.add_object(obj(9, "floor", "floor", "floor", [2, 2, 0]))
+    assert phrase_scores(g, "the floor", enc) == {9: 1.0}
+
+
+def test_size_prior_prefers_the_whole_object_of_the_phrases_size():
+    """A chair that an encoder mistakes for a table (its crops show the table behind it)
+    resembles "table" more than the whole table does; the size prior (typical longest
+    side of a table 1.4 m, of a chair 0.5 m) resolves "table" to the 2 m object."""
+    from scenegraph.query import QueryConfig, object_size_m, phrase_scores, size_prior
+
+    def sized(i, name, c, half_xy, emb):
+        c = np.asarray(c, float)
+        h = np.array([half_xy[0], half_xy[1], 0.4])
+        v = np.asarray(emb, np.float32)
+        return SceneObject(i, "object", name, "", c, c - h, c + h, c - h, c + h, 50, 0.5, embedding=v / np.linalg.norm(v))
+
+    g = SceneGraph(np.array([0, 0, 1.0]), np.eye(3), encoder="keywords")
+    g.add_object(sized(1, "whole_table", [0, 0, 0.4], (1.0, 0.5), [0.0, 0.85, 0.5, 0.1]))
+    g.add_object(sized(2, "chair_looks_like_table", [1.3, 0, 0.4], (0.25, 0.25), [0.0, 0.9, 0.45, 0.1]))
+    g.add_object(sized(3, "mug", [0, 0, 0.85], (0.05, 0.05), [1.0, 0.1, 0.0, 0.0]))
+    enc = KeywordEncoder()
+    assert object_size_m(g.object(1)) == pytest.approx(2.0)
+    plain = phrase_scores(g, "table", enc, QueryConfig(vocabulary=WORDS, size_prior=False))
+    assert max(plain, key=plain.get) == 2  # without the prior: the chair
+    sized_scores = phrase_scores(g, "table", enc, QueryConfig(vocabulary=WORDS))
+    assert max(sized_scores, key=sized_scores.get) == 1
+    assert sum(sized_scores.values()) == pytest.approx(1.0)
+    chair = phrase_scores(g, "chair", enc, QueryConfig(vocabulary=WORDS))
+    chair_plain = phrase_scores(g, "chair", enc, QueryConfig(vocabulary=WORDS, size_prior=False))
+    assert chair[2] > chair_plain[2]  # "chair" moves towards the chair-sized object
+    # the prior itself: a table-sized object gets ~1, a mug-sized one ~0
+    w = size_prior(g.objects, enc.encode_text(["a photo of a table."])[0], enc, QueryConfig())
+    assert w[0] > 0.7 and w[2] < 1e-3
+    # no sized name resembles the phrase, or no sizes: no prior
+    assert size_prior(g.objects, enc.encode_text(["a photo of a table."])[0], enc, QueryConfig(typical_sizes={})) is None
+    assert size_prior(g.objects, -enc.encode_text(["a photo of a table."])[0], enc, QueryConfig()) is None

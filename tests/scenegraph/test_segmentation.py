@@ -106,3 +106,47 @@ def test_surface_graph_of_two_boxes_segments_them():
 def test_surface_graph_rejects_empty():
     with pytest.raises(ValueError):
         surface_graph(np.zeros((3, 3)), np.zeros((0, 3), np.int64), None, 0.02)
+
+
+def _grid(lo, hi, step=0.02):
+    """(N, 3) points filling the box [lo, hi] on a ``step`` grid (a flat box when lo == hi on an axis)."""
+    axes = [np.arange(a, b + 1e-9, step) if b > a else np.array([a]) for a, b in zip(lo, hi)]
+    return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
+def test_attach_hanging_parts_joins_a_dark_post_not_a_box_under_a_table():
+    """A slender dark leg whose top is 12 cm under a light table top joins it whatever its
+    colour; a dark box under the top, as wide as it is tall, stays an object."""
+    from scenegraph.objects import ProposalConfig, attach_hanging_parts
+
+    top = _grid([0.0, 0.0, 0.75], [1.2, 0.8, 0.75])
+    leg = _grid([0.06, 0.06, 0.0], [0.1, 0.1, 0.63])
+    box = _grid([0.5, 0.3, 0.0], [0.8, 0.6, 0.3])
+    pts = np.concatenate([top, leg, box])
+    lab = np.repeat([0, 1, 2], [len(top), len(leg), len(box)])
+    rgb = np.array([[0.8, 0.65, 0.5], [0.2, 0.15, 0.15], [0.2, 0.15, 0.15]])[lab]
+    area = np.full(len(pts), 0.0004)
+    out = attach_hanging_parts(pts, rgb, area, lab, ProposalConfig().resolved(0.02))
+    assert (out[lab == 1] == out[lab == 0][0]).all(), "the leg joins the table"
+    assert (out[lab == 2] != out[lab == 0][0]).all(), "the box stays apart"
+
+
+def test_attach_hanging_parts_joins_a_leg_foot_standing_on_the_floor():
+    """The foot of a leg (a short stub on the floor, 65 cm under the table top, its
+    shadowed middle missing) joins the table when the floor height is known, and only
+    then; a dark box under the top stays an object either way."""
+    from scenegraph.objects import ProposalConfig, attach_hanging_parts
+
+    top = _grid([0.0, 0.0, 0.75], [1.2, 0.8, 0.75])
+    foot = _grid([0.06, 0.06, 0.0], [0.1, 0.1, 0.1])
+    box = _grid([0.5, 0.3, 0.0], [0.8, 0.6, 0.3])
+    pts = np.concatenate([top, foot, box])
+    lab = np.repeat([0, 1, 2], [len(top), len(foot), len(box)])
+    rgb = np.array([[0.8, 0.65, 0.5], [0.2, 0.15, 0.15], [0.2, 0.15, 0.15]])[lab]
+    area = np.full(len(pts), 0.0004)
+    cfg = ProposalConfig().resolved(0.02)
+    out = attach_hanging_parts(pts, rgb, area, lab, cfg, floor_z=0.0)
+    assert (out[lab == 1] == out[lab == 0][0]).all(), "the foot on the floor joins the table"
+    assert (out[lab == 2] != out[lab == 0][0]).all(), "the box stays apart"
+    out = attach_hanging_parts(pts, rgb, area, lab, cfg)
+    assert (out[lab == 1] != out[lab == 0][0]).all(), "without the floor height the 65 cm gap is too wide"
