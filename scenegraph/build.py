@@ -7,7 +7,7 @@ Steps (timed in ``metadata["timings_s"]``):
    up axis (normally the floor); floor / walls / ceiling regions (:mod:`scenegraph.planes`).
 3. Stored views (``views/``, :mod:`scenegraph.views`): nodes no view saw (TSDF artefacts)
    are dropped (:mod:`scenegraph.visibility`).
-4. Object proposals: FH segments merged and cleaned (:mod:`scenegraph.objects`).
+4. Object proposals: FH segments merged, oversized objects split, cleaned (:mod:`scenegraph.objects`).
 5. Embeddings from the best views (and the semantic feature layer when the map has one),
    label candidates from the vocabulary (:mod:`scenegraph.embedding`).
 6. Relations (:mod:`scenegraph.relations`).
@@ -35,7 +35,12 @@ from scenegraph.embedding import (
 )
 from scenegraph.geometry import gravity_rotation
 from scenegraph.graph import SceneGraph, SceneObject
-from scenegraph.objects import ProposalConfig, clean_objects, merge_segments
+from scenegraph.objects import (
+    ProposalConfig,
+    clean_objects,
+    merge_segments,
+    split_oversized,
+)
 from scenegraph.planes import (
     PlaneConfig,
     classify_planes,
@@ -166,6 +171,7 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
         pg, ng = sub.points @ R.T, sub.normals @ R.T
         seg = segment_surface(sub, pc.fh_k, pc.fh_min_size, pc.fh_color_weight)
         obj = merge_segments(pg, ng, sub.colors, sub.area_m2, sub.edges, seg, pc)
+        obj = split_oversized(pg, ng, sub.colors, sub.area_m2, sub.edges, seg, obj, pc)
         floors = [p.nodes for p in planes if p.is_structure and p.kind == "floor" and len(p.nodes)]
         floor_z = float(np.median((surf.points[np.concatenate(floors)] @ R.T)[:, 2])) if floors else None
         obj = clean_objects(pg, sub.colors, sub.area_m2, obj, pc, floor_z)

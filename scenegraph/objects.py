@@ -18,6 +18,10 @@ Pipeline (all on the non-structure surface nodes, in the gravity frame):
    pairs first, so blended crease segments cannot bridge two objects). Optionally,
    adjacent segments whose feature embeddings (e.g. from the semantic map's voxel
    features) are dissimilar are not merged.
+   Objects larger than any furniture (footprint above ``split_footprint_m2``: a counter
+   run joined to the things on and under it over convex edges) are merged again with a
+   colour check on convex boundaries between grown parts; furniture-sized parts leave
+   (:func:`split_oversized`).
 4. Clean-up (DBSCAN-style, radius graph with scipy's cKDTree): nodes with fewer than
    ``min_neighbours`` neighbours within ``eps`` are noise; the rest split into
    radius-connected clusters; parts hanging just under a larger cluster of the same
@@ -84,6 +88,9 @@ class ProposalConfig:
     """... and whose colours differ by at least this :func:`colour_distance` are two objects."""
     flat_colour_distance: float = 0.25
     """Colour difference that separates segments meeting at a flat (not convex) boundary."""
+    convex_colour_distance: float | None = None
+    """Colour difference that separates two growing objects meeting at a convex boundary
+    (None: a convex boundary never separates; used by :func:`split_oversized`)."""
     min_boundary_edges: int = 2
     """Segments sharing fewer mesh edges are not merged directly (an accidental contact
     of two objects through reconstruction noise is a thin link)."""
@@ -128,6 +135,19 @@ class ProposalConfig:
     """Horizontal search radius above a part's top for :func:`attach_hanging_parts`."""
     min_extent_m: float = 0.06
     """Smallest longest side of an object's box."""
+    split_footprint_m2: float | None = 3.0
+    """Objects whose footprint (robust horizontal box, 2nd-98th percentile) is larger than
+    any single piece of furniture are merged again, stricter (:func:`split_oversized`;
+    None: never)."""
+    split_convex_colour_distance: float = 0.14
+    """Colour difference that separates two growing parts of an oversized object at a
+    convex boundary (a dark keyboard on the rounded edge of a light counter)."""
+    split_part_max_m: float = 1.0
+    """Only parts of an oversized object up to this long (robust longest horizontal side)
+    and with at least ``split_part_min_area_m2`` of surface leave it; the rest stays one
+    object (the counter is not cut into its panels)."""
+    split_part_min_area_m2: float = 0.03
+    """See ``split_part_max_m``."""
 
     def resolved(self, node_size_m: float) -> ProposalConfig:
         """A copy with the node-size dependent defaults filled in."""
@@ -355,7 +375,7 @@ def crease_cut(concave: float, convex: float, colour_dist: float, cfg: ProposalC
         return colour_dist >= cfg.crease_colour_distance
     if convex < 0.25:
         return colour_dist >= cfg.flat_colour_distance
-    return False
+    return cfg.convex_colour_distance is not None and colour_dist >= cfg.convex_colour_distance
 
 
 def merge_segments(
@@ -458,6 +478,66 @@ def merge_segments(
     absorb_small_segments(small, shape, uf, trace)
     seg_obj = uf.labels()
     return seg_obj[labels]
+
+
+def split_oversized(
+    points_g: np.ndarray,
+    normals_g: np.ndarray,
+    colors: np.ndarray,
+    area: np.ndarray,
+    edges: np.ndarray,
+    labels: np.ndarray,
+    object_of: np.ndarray,
+    cfg: ProposalConfig,
+) -> np.ndarray:
+    """Merge the segments of each oversized object again, cutting convex boundaries on colour.
+
+    :func:`merge_segments` never separates two parts at a convex boundary (TSDF colours
+    along silhouettes are blended), so a keyboard lying at the rounded front edge of a
+    counter, or a computer under it, can join the counter and the cabinets beside it into
+    one object the size of a kitchen. Such an object (robust footprint above
+    ``split_footprint_m2``) is re-merged from its own segments with
+    ``convex_colour_distance = split_convex_colour_distance``: region merging compares
+    the colours of whole growing parts, not of the blended strips, so a convex boundary
+    between two coherent parts of different colour separates them (the recursive split
+    of over-merged regions, as in hierarchical segmentation). Objects of furniture size
+    are left alone, so a table top and its legs stay one object.
+
+    Args:
+        points_g, normals_g: (N, 3) gravity-frame nodes; colors: (N, 3) RGB in [0, 1];
+        area: (N,) node areas; edges: (E, 2) node adjacency; labels: (N,) FH segment ids;
+        object_of: (N,) object ids from :func:`merge_segments`.
+        cfg: resolved config.
+    Returns:
+        (N,) int64 object ids 0..O-1 (not ordered).
+    """
+    if cfg.split_footprint_m2 is None or len(object_of) == 0:
+        return object_of
+    from dataclasses import replace
+
+    strict = replace(cfg, convex_colour_distance=cfg.split_convex_colour_distance)
+    out = object_of.copy()
+    next_id = int(object_of.max()) + 1
+    local = np.full(len(object_of), -1, np.int64)
+    for o in np.unique(object_of):
+        nodes = np.flatnonzero(object_of == o)
+        lo, hi = np.percentile(points_g[nodes, :2], [2, 98], axis=0)
+        if float(np.prod(hi - lo)) <= cfg.split_footprint_m2:
+            continue
+        local[nodes] = np.arange(len(nodes))
+        inner = edges[(local[edges[:, 0]] >= 0) & (local[edges[:, 1]] >= 0)]
+        seg = np.unique(labels[nodes], return_inverse=True)[1]
+        parts = merge_segments(
+            points_g[nodes], normals_g[nodes], colors[nodes], area[nodes], local[inner], seg, strict
+        )
+        local[nodes] = -1
+        for p in range(int(parts.max()) + 1):
+            sel = nodes[parts == p]
+            lo, hi = np.percentile(points_g[sel, :2], [2, 98], axis=0)
+            if float(np.max(hi - lo)) <= cfg.split_part_max_m and float(area[sel].sum()) >= cfg.split_part_min_area_m2:
+                out[sel] = next_id
+                next_id += 1
+    return np.unique(out, return_inverse=True)[1].astype(np.int64)
 
 
 def absorb_small_segments(

@@ -150,3 +150,42 @@ def test_attach_hanging_parts_joins_a_leg_foot_standing_on_the_floor():
     assert (out[lab == 2] != out[lab == 0][0]).all(), "the box stays apart"
     out = attach_hanging_parts(pts, rgb, area, lab, cfg)
     assert (out[lab == 1] != out[lab == 0][0]).all(), "without the floor height the 65 cm gap is too wide"
+
+
+def _counter_with_dark_front(width_m: float, depth_m: float):
+    """A light counter top (z = 0.9, normals up) whose front edge (y = 0) folds, over a
+    convex edge, into a 0.4 m wide dark panel hanging down the front (normals -y).
+    Returns points, normals, colours, areas, 4-neighbour grid edges and FH labels (0 top, 1 panel)."""
+    s = 0.02
+    top = _grid([0.0, s, 0.9], [width_m, depth_m, 0.9], s)
+    panel = _grid([0.6, 0.0, 0.7], [1.0, 0.0, 0.88], s)
+    pts = np.concatenate([top, panel])
+    lab = np.repeat([0, 1], [len(top), len(panel)])
+    nrm = np.where(lab[:, None] == 0, [0.0, 0.0, 1.0], [0.0, -1.0, 0.0])
+    rgb = np.array([[0.6, 0.6, 0.6], [0.2, 0.2, 0.2]])[lab]
+    key = {tuple(np.round(p / s).astype(int)): i for i, p in enumerate(pts)}
+    edges = []
+    for i, p in enumerate(pts):
+        c = tuple(np.round(p / s).astype(int))
+        for d in ((1, 0, 0), (0, 1, 0), (0, 0, 1), (0, 1, 1)):  # (0, 1, 1): panel's top row to the top's front row
+            j = key.get((c[0] + d[0], c[1] + d[1], c[2] + d[2]))
+            if j is not None:
+                edges.append((i, j))
+    return pts, nrm, rgb, np.full(len(pts), s * s), np.array(edges, np.int64), lab
+
+
+@pytest.mark.parametrize("size, split", [((2.0, 2.0), True), ((1.2, 0.8), False)])
+def test_split_oversized_cuts_a_dark_part_off_a_light_counter_over_a_convex_edge(size, split):
+    """A dark panel meeting a light counter top only over a convex edge joins it in
+    merge_segments (convex boundaries never separate); split_oversized cuts it off when
+    the object is larger than furniture (2 x 2 m), and leaves a table-sized one whole."""
+    from scenegraph.objects import ProposalConfig, merge_segments, split_oversized
+
+    pts, nrm, rgb, area, edges, lab = _counter_with_dark_front(*size)
+    cfg = ProposalConfig().resolved(0.02)
+    obj = merge_segments(pts, nrm, rgb, area, edges, lab, cfg)
+    assert len(np.unique(obj)) == 1, "merge_segments joins across the convex edge"
+    out = split_oversized(pts, nrm, rgb, area, edges, lab, obj, cfg)
+    apart = len(set(out[lab == 0]) | set(out[lab == 1])) == 2
+    assert apart == split, f"parts {np.unique(out)} for a {size} m counter"
+    assert len(set(out[lab == 0])) == 1 and len(set(out[lab == 1])) == 1
