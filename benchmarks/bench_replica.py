@@ -15,7 +15,17 @@ Repeated with the ``kinect`` depth-sensor noise model (disparity quantisation, a
 lateral noise, flying pixels, dropout). Also checks the renderer against the 4 real
 Replica frames (median depth difference).
 
+``--poses given estimate`` also maps each sequence from tracked poses (``semmap map
+--poses estimate``: the first frame keeps its given pose, every later one is tracked,
+then loop closure) and reports the reconstruction figures of both, their differences and
+the ATE of the tracked trajectory (evo, against the rendering poses). Both maps are
+evaluated in the ground-truth frame without any alignment, so tracking drift counts.
+Use ``--step 5`` (or less) for it: at step 10 consecutive frames are 9 cm / 4.6 deg apart
+(median; up to 14 cm / 36 deg), which frame-to-model tracking does not follow (lost at
+frame 7); step 5 halves that (median 4.6 cm / 2.3 deg, up to 9 cm / 19 deg).
+
     python benchmarks/bench_replica.py [--step 10] [--voxel 0.01] [--noise none kinect]
+                                       [--poses given estimate] [--protocols exact_culled ...]
 
 Prints a table and writes benchmarks/results/replica.json.
 """
@@ -59,10 +69,16 @@ def real_frame_check(camera, depth_scale: float) -> list[dict]:
     return rows
 
 
-def run(noise: str, step: int, voxel: float, samples: int, out_root: Path) -> dict:
+PROTOCOLS = ("exact_culled", "samples_culled", "exact_whole")
+
+
+def run(noise: str, step: int, voxel: float, samples: int, out_root: Path, poses: str = "given",
+        protocols: tuple[str, ...] = PROTOCOLS) -> dict:
     from eval.recon import Culling, evaluate_reconstruction
     from eval.report import write_recon_report
+    from mapping.tracking import TrackerConfig
     from semmap.pipeline import MapConfig, build_map, save_map
+    from semmap.stages.tracking import TrackingStage
     from sensors.synthetic import SyntheticSource
     from sensors.trajectory_io import Trajectory, read_matrix_lines
 
@@ -73,20 +89,27 @@ def run(noise: str, step: int, voxel: float, samples: int, out_root: Path) -> di
     gt = DATA / "office0_mesh.ply"
     source = SyntheticSource(gt, sub, camera=camera, noise=noise, noise_seed=0)
     cfg = MapConfig(voxel_size_m=voxel, depth_max_m=8.0)
+    stages = []
+    if poses == "estimate":
+        tracker_cfg = TrackerConfig(depth_min_m=cfg.depth_min_m, depth_max_m=cfg.depth_max_m)
+        stages = [TrackingStage(tracker_cfg, force=True, reopen=lambda: source)]
     t0 = time.perf_counter()
-    result = build_map(source, cfg)
+    result = build_map(source, cfg, stages)
     t_map = time.perf_counter() - t0
-    out = out_root / f"replica_{noise}_{voxel}"
-    save_map(result, out, f"replica office0 rendered, noise {noise}", cfg)
+    out = out_root / (f"replica_{noise}_{voxel}" + ("_estimated" if poses == "estimate" else ""))
+    save_map(result, out, f"replica office0 rendered, noise {noise}, poses {poses}", cfg, stages)
     recon = out / "mesh.ply"
     culling = Culling(camera, sub.T_world_cam, max_depth_m=cfg.depth_max_m)
-    res: dict = {"noise": noise, "frames": result.frames_integrated, "voxel_m": voxel,
+    res: dict = {"noise": noise, "poses": poses, "frames": result.frames_integrated, "voxel_m": voxel,
                  "map_s": t_map, "ms_per_frame": 1000 * t_map / result.frames_integrated}
-    for key, kw in {
+    if stages:
+        res["tracking"] = tracking_figures(stages[0], result.trajectory, sub, t_map)
+    all_protocols = {
         "exact_culled": dict(mode="exact", culling=culling),
         "samples_culled": dict(mode="samples", num_samples=samples, culling=culling),
         "exact_whole": dict(mode="exact"),
-    }.items():
+    }
+    for key, kw in ((k, all_protocols[k]) for k in protocols):
         t1 = time.perf_counter()
         m = evaluate_reconstruction(recon, gt, thresholds_m=(0.01, 0.02, 0.05), num_samples=kw.pop("num_samples", samples), **kw)
         write_recon_report(m, out, name=f"recon_{key}")
@@ -105,33 +128,81 @@ def run(noise: str, step: int, voxel: float, samples: int, out_root: Path) -> di
     return res
 
 
+def tracking_figures(stage, estimated, given, map_s: float) -> dict:
+    """ATE / RPE (evo) of the mapped trajectory against the rendering poses, and tracking time."""
+    from bench_tracking import evo_metrics
+
+    tracker = stage.tracker
+    summary = tracker.summary()
+    return {
+        "metrics": evo_metrics(estimated, given),
+        "status_counts": summary.status_counts,
+        "keyframes": len(tracker.keyframes),
+        "loops": len(tracker.loops),
+        "loop_closure_applied": stage.loop_result is not None,
+        "track_ms_mean": summary.mean_ms,
+        "method": tracker.config.method,
+    }
+
+
+def compare(rows: list[dict], protocols: tuple[str, ...]) -> list[dict]:
+    """Estimated-minus-given accuracy and completion per noise preset and protocol (cm)."""
+    out = []
+    for est in (r for r in rows if r["poses"] == "estimate"):
+        given = next((r for r in rows if r["poses"] == "given" and r["noise"] == est["noise"]), None)
+        if given is None:
+            continue
+        for key in protocols:
+            d_acc = est[key]["accuracy_cm"] - given[key]["accuracy_cm"]
+            d_comp = est[key]["completion_cm"] - given[key]["completion_cm"]
+            out.append({"noise": est["noise"], "protocol": key, "d_accuracy_cm": d_acc, "d_completion_cm": d_comp,
+                        "within_0p5cm": bool(abs(d_acc) <= 0.5 and abs(d_comp) <= 0.5)})
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--step", type=int, default=10)
     ap.add_argument("--voxel", type=float, default=0.01)
     ap.add_argument("--samples", type=int, default=1_000_000)
     ap.add_argument("--noise", nargs="+", default=["none", "kinect"])
+    ap.add_argument("--poses", nargs="+", default=["given"], choices=["given", "estimate"],
+                    help="map from the rendering poses, from tracked poses, or both (then compared)")
+    ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--json", type=Path, default=None, help="results file (default OUT/replica.json)")
     args = ap.parse_args()
+    protocols = tuple(args.protocols)
     camera, scale = replica_camera()
     real = real_frame_check(camera, scale)
     print("rendered vs stored depth of the 4 real Replica frames:")
     for r in real:
         print(f"  frame {r['frame']}: median |diff| {1000 * r['median_abs_diff_m']:.2f} mm, valid in both {100 * r['valid_both']:.1f} %")
-    rows = [run(n, args.step, args.voxel, args.samples, args.out) for n in args.noise]
-    hdr = f"{'noise':<8}{'protocol':<16}{'acc cm':>8}{'comp cm':>9}{'comp<5cm':>10}{'P@1cm':>8}{'R@1cm':>8}{'F@1cm':>8}"
+    rows = [run(n, args.step, args.voxel, args.samples, args.out, p, protocols) for n in args.noise for p in args.poses]
+    hdr = f"{'noise':<8}{'poses':<9}{'protocol':<16}{'acc cm':>8}{'comp cm':>9}{'comp<5cm':>10}{'P@1cm':>8}{'R@1cm':>8}{'F@1cm':>8}"
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        for key in ("exact_culled", "samples_culled", "exact_whole"):
+        for key in protocols:
             m = r[key]
-            print(f"{r['noise']:<8}{key:<16}{m['accuracy_cm']:>8.3f}{m['completion_cm']:>9.3f}"
+            print(f"{r['noise']:<8}{r['poses']:<9}{key:<16}{m['accuracy_cm']:>8.3f}{m['completion_cm']:>9.3f}"
                   f"{100 * m['completion_ratio_5cm']:>9.2f}%{100 * m['precision_1cm']:>7.2f}%"
                   f"{100 * m['recall_1cm']:>7.2f}%{100 * m['fscore_1cm']:>7.2f}%")
-        print(f"{r['noise']:<8}mapping: {r['frames']} frames, {r['ms_per_frame']:.0f} ms/frame (render + integrate)")
+        what = "render + track + integrate" if r["poses"] == "estimate" else "render + integrate"
+        print(f"{r['noise']:<8}{r['poses']:<9}mapping: {r['frames']} frames, {r['ms_per_frame']:.0f} ms/frame ({what})")
+        if "tracking" in r:
+            t, m = r["tracking"], r["tracking"]["metrics"]
+            print(f"{'':<17}tracking ({t['method']}): ATE {100 * m['ate_rmse_m']:.2f} cm (max {100 * m['ate_max_m']:.2f}), "
+                  f"RPE {100 * m['rpe_trans_rmse_m']:.2f} cm / {m['rpe_rot_rmse_deg']:.3f} deg per frame, "
+                  f"{t['track_ms_mean']:.0f} ms/frame, {t['status_counts']}, loops {t['loops']} "
+                  f"(applied: {t['loop_closure_applied']})")
+    diffs = compare(rows, protocols)
+    for d in diffs:
+        print(f"estimated - given, noise {d['noise']:<7} {d['protocol']:<15} accuracy {d['d_accuracy_cm']:+.3f} cm, "
+              f"completion {d['d_completion_cm']:+.3f} cm -> {'within' if d['within_0p5cm'] else 'NOT within'} 0.5 cm")
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "replica.json"
-    path.write_text(json.dumps({"real_frames": real, "runs": rows}, indent=1, default=str))
+    path = args.json or args.out / "replica.json"
+    path.write_text(json.dumps({"real_frames": real, "runs": rows, "estimated_minus_given": diffs}, indent=1, default=str))
     print(f"wrote {path}")
 
 

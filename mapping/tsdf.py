@@ -73,6 +73,7 @@ class TSDFConfig:
             raise ValueError(f"min_observations (summed weight) must be positive, got {self.min_observations}")
         if self.trunc_voxels < 1:
             raise ValueError(f"trunc_voxels must be >= 1, got {self.trunc_voxels}")
+        self.trunc_voxels = float(self.trunc_voxels)  # Open3D's bindings refuse an int
 
     @property
     def sdf_trunc_m(self) -> float:

@@ -59,8 +59,8 @@ def check_alignment(
     """
     if not result.converged:
         return "alignment found no correspondences"
-    if result.fitness < config.min_fitness:
-        return f"low fitness {result.fitness:.2f} < {config.min_fitness:.2f}"
+    if result.overlap_fitness < config.min_fitness:
+        return f"low fitness {result.overlap_fitness:.2f} < {config.min_fitness:.2f} (inliers / overlapping pixels)"
     if result.residual_m > config.max_residual_m:
         return f"high residual {100 * result.residual_m:.1f} cm > {100 * config.max_residual_m:.1f} cm"
     dt, dr = pose_difference(T_world_pred, T_world_est)

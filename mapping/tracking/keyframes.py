@@ -90,9 +90,9 @@ def make_keyframe(frame: Frame, seq: int, T_world_cam: np.ndarray, image: AlignI
     The reduced colour is kept only for the "hybrid" loss (about 0.9 MB per 320x240
     keyframe); the descriptor is computed from the frame's colour either way.
     """
-    if config.method == "hybrid" and image.color is None:
+    if config.uses_color and image.color is None:
         image = AlignImage(image.depth_m, image.camera, downsample_rgb(frame.rgb, config.downsample))
-    elif config.method != "hybrid" and image.color is not None:
+    elif not config.uses_color and image.color is not None:
         image = AlignImage(image.depth_m, image.camera)
     return Keyframe(
         frame_index=int(frame.index),

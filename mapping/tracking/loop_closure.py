@@ -120,7 +120,11 @@ def verify_loop(
     """
     T_init = np.linalg.inv(target.T_world_cam) @ source.T_world_cam
     odometry_config = replace(tracker_config, iterations=config.iterations)
-    a = align(source.image, target.image, T_init, odometry_config, "point_to_plane")
+    # the tracker's own loss where both keyframes kept colour: depth alone slides along
+    # degenerate surfaces (rows of cabinets) and would bias the loop edge the same way
+    with_color = source.image.color is not None and target.image.color is not None
+    method = tracker_config.method if with_color else "point_to_plane"
+    a = align(source.image, target.image, T_init, odometry_config, method)
     if not a.converged or a.fitness < config.min_fitness or a.residual_m > config.max_residual_m:
         return None
     dt, dr = pose_difference(T_init, a.T_target_source)

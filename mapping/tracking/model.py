@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from mapping.tracking.images import AlignImage
-from mapping.tsdf import TSDFConfig, TSDFMap
+from mapping.tsdf import RAYCAST_RANGE_TILE_PX, TSDFConfig, TSDFMap
 from sensors.camera import Camera
 
 
@@ -77,19 +77,25 @@ def render_model(
     if tsdf_map.num_blocks == 0 or block_coords is None or int(block_coords.shape[0]) == 0:
         return empty
     names = ["depth", "color"] if with_color else ["depth"]
+    # Open3D 0.20's CPU ray cast reads its range map at (u // 8, v // 8) but sizes it by
+    # floor(size / 8): an image whose width or height is not a multiple of 8 reads past the
+    # map and hangs (measured: 320x236 hangs, 320x240 does not). Render a padded image (extra
+    # rows/columns at the bottom-right, same intrinsics) and crop it.
+    tile = RAYCAST_RANGE_TILE_PX
+    w_pad, h_pad = -(-w // tile) * tile, -(-h // tile) * tile
     args = (
         block_coords,
         o3c.Tensor(camera.K, dtype=o3c.float64),
         o3c.Tensor(np.linalg.inv(raycast_pose(T_world_cam, cfg.voxel_size_m)), dtype=o3c.float64),
-        w,
-        h,
+        w_pad,
+        h_pad,
         names,
         1.0,
         cfg.depth_min_m,
         cfg.depth_max_m,
         TSDFConfig.o3d_weight_threshold(cfg.min_observations),
         cfg.trunc_voxels,
-        8,
+        tile,
     )
     # Open3D sizes its range-map fragment buffer from the previous call; a call that
     # outgrows it returns an empty image with a warning and reallocates, so retry once.
@@ -97,6 +103,6 @@ def render_model(
         res = tsdf_map.vbg.ray_cast(*args)
         if not bool((res["depth"] > 0).any().item()):
             res = tsdf_map.vbg.ray_cast(*args)
-    depth = np.nan_to_num(res["depth"].cpu().numpy()[..., 0].astype(np.float32), nan=0.0)
-    color = np.clip(res["color"].cpu().numpy().astype(np.float32), 0.0, 1.0) if with_color else None
+    depth = np.nan_to_num(res["depth"].cpu().numpy()[:h, :w, 0].astype(np.float32), nan=0.0)
+    color = np.clip(res["color"].cpu().numpy()[:h, :w].astype(np.float32), 0.0, 1.0) if with_color else None
     return AlignImage(depth, camera, color)

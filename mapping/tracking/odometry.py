@@ -29,12 +29,22 @@ class Alignment:
         fitness: inliers / valid source pixels, in [0, 1]; 0 when nothing matched.
         residual_m: RMS point-to-plane residual of the inliers, metres (inf when nothing matched).
         converged: False when Open3D found no correspondences at some iteration.
+        overlap: fraction of the valid source pixels that land on a valid target pixel at
+            ``T_target_source`` (1 when not computed). ``fitness / overlap`` is the inlier
+            ratio where the target can confirm the alignment at all: a camera turning
+            towards unmapped space lowers ``fitness`` but not this ratio.
     """
 
     T_target_source: np.ndarray
     fitness: float
     residual_m: float
     converged: bool
+    overlap: float = 1.0
+
+    @property
+    def overlap_fitness(self) -> float:
+        """Inliers / source pixels that project onto valid target pixels, in [0, 1]."""
+        return min(self.fitness / self.overlap, 1.0) if self.overlap > 0 else 0.0
 
 
 def orthonormalize(T: np.ndarray) -> np.ndarray:
@@ -88,6 +98,118 @@ def _o3d_method(name: str):
 
     odo = o3d.t.pipelines.odometry
     return {"point_to_plane": odo.Method.PointToPlane, "hybrid": odo.Method.Hybrid}[name]
+
+
+def se3_log(T: np.ndarray) -> np.ndarray:
+    """(6,) twist [omega (rad), t (m)] of a (4, 4) rigid transform (first-order: t is the translation)."""
+    R = T[:3, :3]
+    angle = np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))
+    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / 2.0
+    omega = w * (angle / np.sin(angle)) if angle > 1e-9 else w
+    return np.concatenate([omega, T[:3, 3]])
+
+
+def se3_exp(xi: np.ndarray) -> np.ndarray:
+    """(4, 4) rigid transform of a (6,) twist [omega, t] (rotation by Rodrigues; t taken as the translation)."""
+    omega, t = xi[:3], xi[3:]
+    angle = float(np.linalg.norm(omega))
+    K = np.array([[0, -omega[2], omega[1]], [omega[2], 0, -omega[0]], [-omega[1], omega[0], 0]])
+    if angle < 1e-12:
+        R = np.eye(3) + K
+    else:
+        R = np.eye(3) + np.sin(angle) / angle * K + (1 - np.cos(angle)) / angle**2 * K @ K
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = t
+    return T
+
+
+def point_to_plane_information(target: AlignImage, length_m: float, stride: int = 2) -> np.ndarray:
+    """(6, 6) normalised point-to-plane Gauss-Newton information of the target surface, twist [omega * L, t].
+
+    Each valid target pixel with point p and normal n (target camera frame) contributes
+    J^T J with J = [(p x n) / L, n]: the curvature of the summed squared point-to-plane
+    residual with respect to a small motion. Rotation is scaled by ``length_m`` so both
+    blocks are in metres. Divided by the number of points: a single plane has eigenvalue 1
+    along its normal and 0 along the two sliding directions.
+    """
+    d = target.depth_m[::stride, ::stride]
+    cam = target.camera
+    h, w = target.depth_m.shape
+    v, u = np.mgrid[0:h:stride, 0:w:stride]
+    x = (u - cam.cx) / cam.fx * d
+    y = (v - cam.cy) / cam.fy * d
+    P = np.stack([x, y, d], -1)
+    # normals from central differences of the point map
+    dx = np.zeros_like(P)
+    dy = np.zeros_like(P)
+    dx[:, 1:-1] = P[:, 2:] - P[:, :-2]
+    dy[1:-1] = P[2:] - P[:-2]
+    n = np.cross(dx, dy)
+    ok = (d > 0)
+    ok[:, 1:-1] &= (d[:, 2:] > 0) & (d[:, :-2] > 0)
+    ok[1:-1] &= (d[2:] > 0) & (d[:-2] > 0)
+    ok[0] = ok[-1] = False
+    ok[:, 0] = ok[:, -1] = False
+    # reject normals across depth jumps
+    jump = np.maximum(np.linalg.norm(dx, axis=-1), np.linalg.norm(dy, axis=-1))
+    ok &= jump < 0.05 * d * stride + 1e-6
+    nn = np.linalg.norm(n, axis=-1)
+    ok &= nn > 1e-12
+    if np.count_nonzero(ok) < 10:
+        return np.zeros((6, 6))
+    p = P[ok]
+    nrm = n[ok] / nn[ok][:, None]
+    J = np.concatenate([np.cross(p, nrm) / length_m, nrm], axis=1)
+    return J.T @ J / len(J)
+
+
+def fuse_degenerate(T_geom: np.ndarray, T_photo: np.ndarray, info: np.ndarray, length_m: float, prior: float) -> np.ndarray:
+    """Combine a depth-only and a depth+intensity alignment along the depth term's weak directions.
+
+    The point-to-plane estimate ``T_geom`` is kept where the surface constrains it
+    (eigenvalues of ``info`` large); along weakly constrained directions (sliding along
+    a wall or a row of cabinets) the photometric estimate ``T_photo`` takes over. This
+    is the Bayesian fusion of the two estimates with information ``info`` and
+    ``prior * I``: each eigen-direction i keeps the fraction prior / (lambda_i + prior)
+    of the difference (Zhang et al., "On degeneracy of optimization-based state
+    estimation problems", ICRA 2016, soft form).
+    """
+    xi = se3_log(T_photo @ np.linalg.inv(T_geom))
+    xi_s = xi.copy()
+    xi_s[:3] *= length_m
+    lam, V = np.linalg.eigh(info)
+    gain = prior / (np.maximum(lam, 0.0) + prior)
+    xi_f = V @ (gain * (V.T @ xi_s))
+    xi_f[:3] /= length_m
+    return orthonormalize(se3_exp(xi_f) @ T_geom)
+
+
+def overlap_fraction(source: AlignImage, target: AlignImage, T_target_source: np.ndarray, stride: int = 2) -> float:
+    """Fraction of the valid source pixels (every ``stride``-th) that project onto a valid target pixel.
+
+    Args:
+        source, target: images of the same camera; depths in metres, 0 = invalid.
+        T_target_source: (4, 4) source-camera to target-camera transform.
+    """
+    d = source.depth_m[::stride, ::stride]
+    ok = d > 0
+    if not np.any(ok):
+        return 0.0
+    cam = source.camera
+    v, u = np.nonzero(ok)
+    z = d[ok].astype(np.float64)
+    pts = np.stack([(u * stride - cam.cx) / cam.fx * z, (v * stride - cam.cy) / cam.fy * z, z], -1)
+    pts = pts @ T_target_source[:3, :3].T + T_target_source[:3, 3]
+    uv, zt = target.camera.project(pts)
+    h, w = target.depth_m.shape
+    with np.errstate(invalid="ignore"):
+        col = np.rint(uv[:, 0])
+        row = np.rint(uv[:, 1])
+        inside = (zt > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    hit = np.zeros(len(z), bool)
+    hit[inside] = target.depth_m[row[inside].astype(int), col[inside].astype(int)] > 0
+    return float(np.count_nonzero(hit)) / len(z)
 
 
 def score_alignment(source: AlignImage, target: AlignImage, T_target_source: np.ndarray, config: TrackerConfig) -> tuple[float, float]:
@@ -159,6 +281,18 @@ def align(
     if source.valid_fraction == 0.0 or target.valid_fraction == 0.0:
         return failed
     method = method or config.method
+    if method == "fused":
+        geom = align(source, target, init, config, "point_to_plane")
+        if not geom.converged or target.color is None or source.color is None:
+            return geom
+        photo = align(source, target, geom.T_target_source, config, "hybrid")
+        if not photo.converged:
+            return geom
+        length = float(np.median(target.depth_m[target.depth_m > 0]))
+        info = point_to_plane_information(target, length)
+        T = fuse_degenerate(geom.T_target_source, photo.T_target_source, info, length, config.fusion_prior)
+        fitness, residual_m = score_alignment(source, target, T, config)
+        return Alignment(T, fitness, residual_m, True, overlap_fraction(source, target, T))
     if method == "hybrid":
         source = match_intensity(source, target)
     o3c = o3d.core
@@ -184,4 +318,4 @@ def align(
         return failed
     T = orthonormalize(T)
     fitness, residual_m = score_alignment(source, target, T, config)
-    return Alignment(T, fitness, residual_m, True)
+    return Alignment(T, fitness, residual_m, True, overlap_fraction(source, target, T))

@@ -128,7 +128,7 @@ class Tracker:
             return self._untracked(frame, seq, "skipped", "frame has no depth (tracking needs RGB-D)", t0)
         image = prepare_frame_image(
             frame.rgb, frame.depth, frame.camera, cfg.downsample, cfg.depth_min_m, cfg.depth_max_m,
-            with_color=cfg.method == "hybrid",
+            with_color=cfg.uses_color,
         )
         reason = check_depth(image.valid_fraction, cfg)
         if reason:
@@ -199,7 +199,7 @@ class Tracker:
                         voxel_size_m=cfg.model_voxel_m,
                         depth_min_m=cfg.depth_min_m,
                         depth_max_m=cfg.depth_max_m,
-                        integrate_color=cfg.method == "hybrid",
+                        integrate_color=cfg.uses_color,
                         initial_block_count=4000,
                     )
                 )
@@ -223,7 +223,7 @@ class Tracker:
     ) -> tuple[_Attempt | None, str]:
         """Align the frame to the model rendered at ``T_world_pred``; (attempt, "") or (None, reason)."""
         cfg = self.config
-        want_color = cfg.method == "hybrid"
+        want_color = cfg.uses_color
         model = render_model(tsdf_map, image.camera, T_world_pred, blocks, with_color=want_color)
         if model.valid_fraction < cfg.min_model_fraction:
             return None, f"model raycast nearly empty ({100 * model.valid_fraction:.0f}% of pixels)"

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mapping.tracking import Tracker, TrackerConfig, TrackingLost
+from mapping.tracking.config import ODOMETRY_METHODS
 from mapping.tsdf import TSDFMap
 from semmap.pipeline import MapResult, SkipFrame, Stage, StopMapping
 from sensors.frame import Frame
@@ -30,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--poses", choices=POSE_MODES, default="auto",
                    help="auto: track frames that have no pose; estimate: track every frame (ignore given poses); "
                         "given: never track")
-    g.add_argument("--odometry", choices=["hybrid", "point_to_plane"], default="hybrid",
-                   help="tracking loss: hybrid (depth + intensity) or point_to_plane (depth only)")
+    g.add_argument("--odometry", choices=list(ODOMETRY_METHODS), default=TrackerConfig.method,
+                   help="tracking loss: fused (depth-only pose, with depth + intensity along the directions depth "
+                        "leaves loose; default), hybrid (depth + intensity) or point_to_plane (depth only)")
     g.add_argument("--no-loop-closure", action="store_true", help="skip loop closure after the last frame")
 
 
@@ -48,10 +51,25 @@ class TrackingStage(Stage):
 
     name = "tracking"
 
-    def __init__(self, config: TrackerConfig, force: bool = False, source_spec: str | None = None) -> None:
+    def __init__(
+        self,
+        config: TrackerConfig,
+        force: bool = False,
+        source_spec: str | None = None,
+        reopen: Callable[[], Iterable[Frame]] | None = None,
+    ) -> None:
+        """Args:
+            config: tracker settings.
+            force: track every frame, ignoring given poses (``--poses estimate``).
+            source_spec: re-opened after the last frame to re-integrate every tracked frame when a
+                loop closure corrects the poses (not for live RealSense).
+            reopen: instead of ``source_spec``, a function returning the frames again (for sources
+                built in code). With neither, only kept keyframe frames can be re-integrated.
+        """
         self.config = config
         self.force = force
         self.source_spec = source_spec
+        self.reopen = reopen
         self.tracker: Tracker | None = None
         self.loop_result = None
 
@@ -80,7 +98,9 @@ class TrackingStage(Stage):
 
     def _close_loops(self, result: MapResult) -> None:
         frames = None
-        if self.source_spec and not self.source_spec.startswith("realsense"):
+        if self.reopen is not None:
+            frames = self.reopen()
+        elif self.source_spec and not self.source_spec.startswith("realsense"):
             from sensors import open_source
 
             frames = open_source(self.source_spec)
@@ -88,7 +108,7 @@ class TrackingStage(Stage):
         try:
             lc = self.tracker.finalize(lambda: TSDFMap(tsdf_cfg), frames=frames)
         finally:
-            if frames is not None:
+            if frames is not None and hasattr(frames, "close"):
                 frames.close()
         if lc is not None:
             self.loop_result = lc

@@ -434,3 +434,73 @@ def test_tracks_icl_nuim_frames(method):
         tsdf_map.integrate(frame.with_(T_world_cam=r.T_world_cam))
     err = np.linalg.norm(tracker.trajectory().T_world_cam[:, :3, 3] - np.stack(gt)[:, :3, 3], axis=1)
     assert err.max() < 0.01, err  # measured < 0.5 cm with both losses
+
+
+def test_render_model_of_any_size_matches_a_padded_render():
+    """Open3D's CPU ray cast hangs on sizes that are not multiples of 8 (Replica 1200x680 halves to 600x340);
+    render_model pads and crops, so a 150x116 render equals the top-left of a 152x120 one."""
+    from sensors import open_source
+
+    frame = open_source("synthetic:room?frames=4&width=320&height=240")[0]
+    tsdf_map = TSDFMap(TSDFConfig(voxel_size_m=0.02))
+    tsdf_map.integrate(frame)
+    big = Camera(frame.camera.fx / 2, frame.camera.fy / 2, frame.camera.cx / 2, frame.camera.cy / 2, 152, 120)
+    odd = Camera(big.fx, big.fy, big.cx, big.cy, 150, 116)
+    blocks = frustum_blocks(tsdf_map, downsample_depth(frame.depth, 2)[:120, :152], big, frame.T_world_cam)
+    render_model(tsdf_map, big, frame.T_world_cam, blocks)  # sizes Open3D's range-map buffer (a first call can be partial)
+    full = render_model(tsdf_map, big, frame.T_world_cam, blocks, with_color=True)
+    part = render_model(tsdf_map, odd, frame.T_world_cam, blocks, with_color=True)
+    assert part.depth_m.shape == (116, 150) and part.color.shape == (116, 150, 3)
+    assert part.valid_fraction > 0.3
+    np.testing.assert_allclose(part.depth_m, full.depth_m[:116, :150], atol=1e-5)
+
+
+# ---------------------------------------------------------------- degeneracy-aware fusion
+def _plane_image(cam: Camera, depth: float = 2.0) -> AlignImage:
+    """A fronto-parallel wall at ``depth`` metres filling the image (z constrained, x/y sliding free)."""
+    return AlignImage(np.full((cam.height, cam.width), depth, np.float32), cam)
+
+
+def test_point_to_plane_information_of_a_wall_has_two_sliding_directions() -> None:
+    from mapping.tracking.odometry import point_to_plane_information
+
+    cam = Camera(160.0, 160.0, 80.0, 60.0, 160, 120)
+    info = point_to_plane_information(_plane_image(cam), length_m=2.0)
+    lam, V = np.linalg.eigh(info)
+    # one wall: translation along its normal (z) and the two tilts are constrained;
+    # sliding in x, y and turning about z are not
+    assert np.sum(lam > 1e-3) == 3
+    strong = V[:, lam > 1e-3]
+    assert np.linalg.norm(strong[5]) == pytest.approx(1.0, abs=1e-6)  # t_z fully in the constrained space
+    assert np.linalg.norm(strong[3]) < 1e-6 and np.linalg.norm(strong[4]) < 1e-6
+
+
+def test_fuse_degenerate_takes_sliding_from_photometric_and_depth_from_geometric() -> None:
+    from mapping.tracking.odometry import fuse_degenerate, point_to_plane_information, se3_exp, se3_log
+
+    cam = Camera(160.0, 160.0, 80.0, 60.0, 160, 120)
+    info = point_to_plane_information(_plane_image(cam), length_m=2.0)
+    T_geom = np.eye(4)
+    T_photo = se3_exp(np.array([0.0, 0.0, 0.0, 0.04, -0.03, 0.02]))
+    fused = fuse_degenerate(T_geom, T_photo, info, 2.0, prior=0.05)
+    np.testing.assert_allclose(fused[:3, 3], [0.04, -0.03, 0.0], atol=2e-3)
+    # a well-conditioned problem keeps the geometric estimate
+    full = np.eye(6)
+    kept = fuse_degenerate(T_geom, T_photo, full, 2.0, prior=0.05)
+    assert np.linalg.norm(se3_log(kept)) < 0.05 * np.linalg.norm(se3_log(T_photo)) + 1e-9
+
+
+def test_overlap_fitness_ignores_pixels_beyond_the_model() -> None:
+    from mapping.tracking.odometry import overlap_fraction
+
+    cam = Camera(160.0, 160.0, 80.0, 60.0, 160, 120)
+    src = _plane_image(cam)
+    tgt_depth = src.depth_m.copy()
+    tgt_depth[:, 80:] = 0.0  # the model covers the left half only
+    tgt = AlignImage(tgt_depth, cam)
+    assert overlap_fraction(src, tgt, np.eye(4)) == pytest.approx(0.5, abs=0.02)
+    a = Alignment(np.eye(4), fitness=0.45, residual_m=0.005, converged=True, overlap=0.5)
+    assert a.overlap_fitness == pytest.approx(0.9)
+    assert check_alignment(a, np.eye(4), np.eye(4), TrackerConfig()) is None
+    lost = Alignment(np.eye(4), fitness=0.2, residual_m=0.005, converged=True, overlap=0.5)
+    assert "low fitness" in check_alignment(lost, np.eye(4), np.eye(4), TrackerConfig())
