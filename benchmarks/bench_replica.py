@@ -73,7 +73,7 @@ PROTOCOLS = ("exact_culled", "samples_culled", "exact_whole")
 
 
 def run(noise: str, step: int, voxel: float, samples: int, out_root: Path, poses: str = "given",
-        protocols: tuple[str, ...] = PROTOCOLS) -> dict:
+        protocols: tuple[str, ...] = PROTOCOLS, model_render: str = "raycast") -> dict:
     from eval.recon import Culling, evaluate_reconstruction
     from eval.report import write_recon_report
     from mapping.tracking import TrackerConfig
@@ -91,7 +91,7 @@ def run(noise: str, step: int, voxel: float, samples: int, out_root: Path, poses
     cfg = MapConfig(voxel_size_m=voxel, depth_max_m=8.0)
     stages = []
     if poses == "estimate":
-        tracker_cfg = TrackerConfig(depth_min_m=cfg.depth_min_m, depth_max_m=cfg.depth_max_m)
+        tracker_cfg = TrackerConfig(depth_min_m=cfg.depth_min_m, depth_max_m=cfg.depth_max_m, model_render=model_render)
         stages = [TrackingStage(tracker_cfg, force=True, reopen=lambda: source)]
     t0 = time.perf_counter()
     result = build_map(source, cfg, stages)
@@ -142,6 +142,7 @@ def tracking_figures(stage, estimated, given, map_s: float) -> dict:
         "loop_closure_applied": stage.loop_result is not None,
         "track_ms_mean": summary.mean_ms,
         "method": tracker.config.method,
+        "model_render": tracker.config.model_render,
     }
 
 
@@ -168,6 +169,8 @@ def main() -> None:
     ap.add_argument("--noise", nargs="+", default=["none", "kinect"])
     ap.add_argument("--poses", nargs="+", default=["given"], choices=["given", "estimate"],
                     help="map from the rendering poses, from tracked poses, or both (then compared)")
+    ap.add_argument("--model-render", choices=["raycast", "mesh"], default="raycast",
+                    help="how the tracker renders its model (TrackerConfig.model_render)")
     ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--json", type=Path, default=None, help="results file (default OUT/replica.json)")
@@ -178,7 +181,8 @@ def main() -> None:
     print("rendered vs stored depth of the 4 real Replica frames:")
     for r in real:
         print(f"  frame {r['frame']}: median |diff| {1000 * r['median_abs_diff_m']:.2f} mm, valid in both {100 * r['valid_both']:.1f} %")
-    rows = [run(n, args.step, args.voxel, args.samples, args.out, p, protocols) for n in args.noise for p in args.poses]
+    rows = [run(n, args.step, args.voxel, args.samples, args.out, p, protocols, args.model_render)
+            for n in args.noise for p in args.poses]
     hdr = f"{'noise':<8}{'poses':<9}{'protocol':<16}{'acc cm':>8}{'comp cm':>9}{'comp<5cm':>10}{'P@1cm':>8}{'R@1cm':>8}{'F@1cm':>8}"
     print(hdr)
     print("-" * len(hdr))

@@ -304,6 +304,11 @@ class TSDFMap:
         n = self.config.min_observations if min_observations is None else min_observations
         return TSDFConfig.o3d_weight_threshold(n)
 
+    def extract_mesh_or_none(self, min_observations: float | None = None):
+        """Marching-cubes mesh (``open3d.t.geometry.TriangleMesh``, CPU) or None when it has no triangles."""
+        mesh = self.vbg.extract_triangle_mesh(weight_threshold=self._threshold(min_observations)).cpu()
+        return mesh if mesh.triangle.indices.shape[0] > 0 else None
+
     def extract_mesh(self, min_observations: float | None = None):
         """Marching-cubes mesh (``open3d.t.geometry.TriangleMesh``, world frame, metres).
 
@@ -372,8 +377,8 @@ class TSDFMap:
             return cached[1]
         renderer = None
         if self.num_blocks > 0:
-            mesh = self.vbg.extract_triangle_mesh(weight_threshold=key[1]).cpu()
-            if mesh.triangle.indices.shape[0] > 0:
+            mesh = self.extract_mesh_or_none(min_observations)
+            if mesh is not None:
                 if "colors" in mesh.vertex:
                     mesh.vertex.colors = mesh.vertex.colors.clip(0.0, 1.0)
                 renderer = MeshRenderer(mesh)

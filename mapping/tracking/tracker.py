@@ -43,7 +43,7 @@ from mapping.tracking.loop_closure import (
     optimise_pose_graph,
     verify_loop,
 )
-from mapping.tracking.model import frustum_blocks, render_model
+from mapping.tracking.model import build_mesh_renderer, render_mesh_model, frustum_blocks, render_model
 from mapping.tracking.odometry import Alignment, align, orthonormalize
 from mapping.tracking.results import (
     LoopClosureResult,
@@ -98,6 +98,7 @@ class Tracker:
         self._T_prev: np.ndarray | None = None  # pose of the frame before the last, if it was tracked
         self._last_image: AlignImage | None = None
         self._blocks_cache: tuple[int, object] | None = None
+        self._mesh_cache: tuple[int, object] | None = None
         self._own_model: TSDFMap | None = None
         self._model_chosen = False
 
@@ -224,7 +225,13 @@ class Tracker:
         """Align the frame to the model rendered at ``T_world_pred``; (attempt, "") or (None, reason)."""
         cfg = self.config
         want_color = cfg.uses_color
-        model = render_model(tsdf_map, image.camera, T_world_pred, blocks, with_color=want_color)
+        if cfg.model_render == "mesh":
+            model = render_mesh_model(
+                self._model_mesh(tsdf_map), image.camera, T_world_pred, tsdf_map.config,
+                want_color and tsdf_map.config.integrate_color,
+            )
+        else:
+            model = render_model(tsdf_map, image.camera, T_world_pred, blocks, with_color=want_color)
         if model.valid_fraction < cfg.min_model_fraction:
             return None, f"model raycast nearly empty ({100 * model.valid_fraction:.0f}% of pixels)"
         method = self._method_for(with_color=want_color and tsdf_map.config.integrate_color)
@@ -252,6 +259,13 @@ class Tracker:
             if attempt is not None:
                 return attempt
         return None
+
+    def _model_mesh(self, tsdf_map: TSDFMap):
+        """The model's mesh renderer, rebuilt after ``mesh_refresh_frames`` tracked frames."""
+        seq = self._last_ok_seq if self._last_ok_seq is not None else -1
+        if self._mesh_cache is None or seq - self._mesh_cache[0] >= self.config.mesh_refresh_frames:
+            self._mesh_cache = (seq, build_mesh_renderer(tsdf_map))
+        return self._mesh_cache[1]
 
     def _model_blocks(self, tsdf_map: TSDFMap):
         """Blocks around the last tracked frame's surface (cached per tracked frame)."""

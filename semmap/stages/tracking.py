@@ -35,13 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--odometry", choices=list(ODOMETRY_METHODS), default=TrackerConfig.method,
                    help="tracking loss: fused (depth-only pose, with depth + intensity along the directions depth "
                         "leaves loose; default), hybrid (depth + intensity) or point_to_plane (depth only)")
+    g.add_argument("--model-render", choices=["raycast", "mesh"], default=TrackerConfig.model_render,
+                   help="how the tracking model is rendered: raycast (fast) or mesh (unbiased, about 3x slower; "
+                        "worth it on clean depth such as renders)")
     g.add_argument("--no-loop-closure", action="store_true", help="skip loop closure after the last frame")
 
 
 def from_args(args: argparse.Namespace) -> Stage | None:
     if args.poses == "given":
         return None
-    cfg = TrackerConfig(method=args.odometry, depth_max_m=args.depth_max, depth_min_m=args.depth_min)
+    cfg = TrackerConfig(method=args.odometry, depth_max_m=args.depth_max, depth_min_m=args.depth_min,
+                        model_render=args.model_render)
     cfg.loop.enabled = not args.no_loop_closure
     return TrackingStage(cfg, force=args.poses == "estimate", source_spec=args.source)
 
