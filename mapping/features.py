@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from mapping.encoders.base import Encoder
+from mapping.image_segments import resize_nearest
 from sensors.camera import Camera
 from sensors.registry import Registry
 
@@ -302,13 +303,7 @@ class CropFeatures(DenseExtractor):
             raise ValueError(f"resize_to must be >= 1, got {resize_to}")
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
-        """(h, w, 3) uint8 -> (resize_to, resize_to, 3) uint8 (unchanged if resize_to is None)."""
-        if self.resize_to is None or image.shape[:2] == (self.resize_to, self.resize_to):
-            return image
-        from PIL import Image
-
-        out = Image.fromarray(np.ascontiguousarray(image)).resize((self.resize_to, self.resize_to), Image.BILINEAR)
-        return np.asarray(out)
+        return resize_square(image, self.resize_to)
 
     def crops(self, frame_shape: tuple[int, int]) -> list[Crop]:
         """All crops of one frame (every scale, then the full frame as scale ``len(crop_fractions)``)."""
@@ -568,7 +563,7 @@ class SegmentFeatures(DenseExtractor):
         acc = np.zeros((h, w, emb.shape[1]), np.float64)
         covered = np.zeros((h, w), np.float64)
         for labels, crops in levels:
-            lab = _sample_labels(labels, (h, w))
+            lab = resize_nearest(labels, (h, w))  # labels at the feature-pixel centres
             table = np.full(int(labels.max()) + 1, -1, np.int64)
             for label, c in crops.items():
                 table[label] = row_of[c]
@@ -595,16 +590,17 @@ class SegmentFeatures(DenseExtractor):
         mixed = wgt[:, None] * glob[None] + (1.0 - wgt[:, None]) * local
         return mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
 
-    _resize = CropFeatures._resize
+    def _resize(self, image: np.ndarray) -> np.ndarray:
+        return resize_square(image, self.resize_to)
 
 
-def _sample_labels(labels: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
-    """Label image (any resolution covering the frame) at the centres of an (h, w) feature grid."""
-    lh, lw = labels.shape
-    h, w = out_shape
-    rows = np.clip(((np.arange(h) + 0.5) * lh / h).astype(int), 0, lh - 1)
-    cols = np.clip(((np.arange(w) + 0.5) * lw / w).astype(int), 0, lw - 1)
-    return labels[rows][:, cols]
+def resize_square(image: np.ndarray, side: int | None) -> np.ndarray:
+    """(h, w, 3) uint8 crop -> (side, side, 3) uint8, bilinear (unchanged if ``side`` is None or already that size)."""
+    if side is None or image.shape[:2] == (side, side):
+        return image
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((side, side), Image.BILINEAR))
 
 
 def make_extractor(strategy: str, encoder: Encoder, **options: Any) -> DenseExtractor:

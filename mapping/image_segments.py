@@ -139,7 +139,8 @@ def felzenszwalb(
     return labels.reshape(h, w).astype(np.int64)
 
 
-def _resize_nearest(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def resize_nearest(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(H, W, ...) image sampled at the pixel centres of an (h, w) grid covering it (nearest neighbour)."""
     H, W = image.shape[:2]
     h, w = shape
     rows = np.clip(((np.arange(h) + 0.5) * H / h).astype(int), 0, H - 1)
@@ -181,7 +182,7 @@ def segment_frame(
     w = min(W, int(work_width))
     h = max(1, round(H * w / W))
     small = _resize_area(rgb, (h, w)) if (h, w) != (H, W) else rgb
-    d = _resize_nearest(depth_m, (h, w)) if depth_m is not None else None
+    d = resize_nearest(depth_m, (h, w)) if depth_m is not None else None
     if d is not None:
         d = np.where(np.isfinite(d), d, 0.0)
     labels = felzenszwalb(small, k, max(1, round(min_size_frac * h * w)), sigma, d, depth_weight)

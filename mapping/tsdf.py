@@ -369,21 +369,25 @@ class TSDFMap:
 
     def _surface_renderer(self, min_observations: float | None):
         """A cached ``sensors.synthetic.MeshRenderer`` of the current surface, or None if empty."""
-        from sensors.synthetic import MeshRenderer
-
         key = (self._revision, self._threshold(min_observations))
         cached = getattr(self, "_renderer_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]
-        renderer = None
-        if self.num_blocks > 0:
-            mesh = self.extract_mesh_or_none(min_observations)
-            if mesh is not None:
-                if "colors" in mesh.vertex:
-                    mesh.vertex.colors = mesh.vertex.colors.clip(0.0, 1.0)
-                renderer = MeshRenderer(mesh)
+        renderer = self.build_surface_renderer(min_observations)
         self._renderer_cache = (key, renderer)
         return renderer
+
+    def build_surface_renderer(self, min_observations: float | None = None):
+        """A new ``sensors.synthetic.MeshRenderer`` of the current marching-cubes surface (colours clipped to
+        [0, 1]), or None when the map holds no surface. Not cached: see :meth:`raycast` for the cached use."""
+        from sensors.synthetic import MeshRenderer
+
+        mesh = self.extract_mesh_or_none(min_observations) if self.num_blocks > 0 else None
+        if mesh is None:
+            return None
+        if "colors" in mesh.vertex:
+            mesh.vertex.colors = mesh.vertex.colors.clip(0.0, 1.0)
+        return MeshRenderer(mesh)
 
     # ------------------------------------------------------------------ persistence
     def save_into(self, directory: Path) -> None:

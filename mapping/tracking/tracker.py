@@ -43,7 +43,12 @@ from mapping.tracking.loop_closure import (
     optimise_pose_graph,
     verify_loop,
 )
-from mapping.tracking.model import build_mesh_renderer, render_mesh_model, frustum_blocks, render_model
+from mapping.tracking.model import (
+    build_mesh_renderer,
+    frustum_blocks,
+    render_mesh_model,
+    render_model,
+)
 from mapping.tracking.odometry import Alignment, align, orthonormalize
 from mapping.tracking.results import (
     LoopClosureResult,
