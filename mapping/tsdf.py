@@ -124,6 +124,8 @@ class TSDFMap:
         self.frames_integrated: list[int] = []
         self.integrate_seconds = 0.0
         self._revision = 0
+        #: fragments Open3D's ray-cast range-map buffer is known to hold (``tracking.model.render_model``)
+        self.raycast_fragment_capacity = 0
 
     # ------------------------------------------------------------------ integration
     def _tensors(self, frame: Frame, depth: np.ndarray):
@@ -433,5 +435,6 @@ class TSDFMap:
         m.frames_integrated = list(meta.get("frames_integrated", []))
         m.integrate_seconds = 0.0
         m._revision = 0
+        m.raycast_fragment_capacity = 0
         return m
 

@@ -14,6 +14,11 @@ from mapping.tracking.images import AlignImage
 from mapping.tsdf import RAYCAST_RANGE_TILE_PX, TSDFConfig, TSDFMap
 from sensors.camera import Camera
 
+RAYCAST_FRAGMENT_TILES = 16
+"""Edge, in range-map tiles, of the fragments Open3D's ray cast splits each block's projection into."""
+
+_BLOCK_CORNERS = np.array([[(i & 1) > 0, (i & 2) > 0, (i & 4) > 0] for i in range(8)], dtype=np.float64)
+
 
 def frustum_blocks(tsdf_map: TSDFMap, depth_m: np.ndarray, camera: Camera, T_world_cam: np.ndarray):
     """Block coordinates (``open3d.core.Tensor`` (N, 3) int32) around the surface seen in one depth image.
@@ -51,6 +56,40 @@ def raycast_pose(T_world_cam: np.ndarray, voxel_size_m: float) -> np.ndarray:
     T = np.array(T_world_cam, dtype=np.float64)
     T[:3, 3] += 0.5 * voxel_size_m
     return T
+
+
+def range_fragment_count(block_coords: np.ndarray, K: np.ndarray, T_cam_world: np.ndarray, width: int, height: int, config: TSDFConfig) -> int:
+    """How many range-map fragments Open3D's ``ray_cast`` needs for these blocks (its pass 0, in numpy).
+
+    Each block's 8 corners are projected into the range map (``RAYCAST_RANGE_TILE_PX`` pixels
+    per tile); the bounding rectangle is split into fragments of ``RAYCAST_FRAGMENT_TILES``^2 tiles.
+
+    Args:
+        block_coords: (N, 3) integer block coordinates.
+        K: (3, 3) intrinsics of the (padded) rendered image; T_cam_world: (4, 4) the ray cast's extrinsics.
+        width, height: rendered image size in pixels (multiples of the tile).
+    """
+    if len(block_coords) == 0:
+        return 0
+    block_m = config.block_resolution * config.voxel_size_m
+    corners = (np.asarray(block_coords, np.float64)[:, None, :] + _BLOCK_CORNERS[None]) * block_m  # (N, 8, 3)
+    p = corners @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+    z = p[..., 2]
+    front = z > 0
+    zs = np.where(front, z, 1.0)
+    u = (K[0, 0] * p[..., 0] / zs + K[0, 2]) / RAYCAST_RANGE_TILE_PX
+    v = (K[1, 1] * p[..., 1] / zs + K[1, 2]) / RAYCAST_RANGE_TILE_PX
+    w_tiles, h_tiles = width // RAYCAST_RANGE_TILE_PX, height // RAYCAST_RANGE_TILE_PX
+    u_min = np.maximum(0, np.minimum(w_tiles - 1, np.where(front, np.floor(u), np.inf).min(1)))
+    u_max = np.minimum(w_tiles - 1, np.maximum(0, np.where(front, np.ceil(u), -np.inf).max(1)))
+    v_min = np.maximum(0, np.minimum(h_tiles - 1, np.where(front, np.floor(v), np.inf).min(1)))
+    v_max = np.minimum(h_tiles - 1, np.maximum(0, np.where(front, np.ceil(v), -np.inf).max(1)))
+    z_min = np.minimum(config.depth_max_m, np.where(front, z, np.inf).min(1))
+    z_max = np.maximum(config.depth_min_m, np.where(front, z, -np.inf).max(1))
+    kept = (v_min < v_max) & (u_min < u_max) & (z_min < z_max)
+    tiles = RAYCAST_FRAGMENT_TILES
+    count = np.ceil((v_max - v_min + 1) / tiles) * np.ceil((u_max - u_min + 1) / tiles)
+    return int(count[kept].sum())
 
 
 def render_model(
@@ -97,12 +136,18 @@ def render_model(
         cfg.trunc_voxels,
         tile,
     )
-    # Open3D sizes its range-map fragment buffer from the previous call; a call that
-    # outgrows it returns an empty image with a warning and reallocates, so retry once.
+    # Open3D keeps its range-map fragment buffer between calls, sized by the last call that
+    # outgrew it, and a call needing as many fragments as it holds silently drops some: which
+    # ones depends on thread timing, so renders differed from call to call (and a first call
+    # lost most of the image). Grow the buffer to twice the need with a call on the blocks
+    # listed twice (duplicates add identical fragments) before it could fall short.
+    extrinsics = args[2].numpy()
+    needed = range_fragment_count(block_coords.cpu().numpy(), camera.K, extrinsics, w_pad, h_pad, cfg)
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
+        if needed >= tsdf_map.raycast_fragment_capacity:
+            tsdf_map.vbg.ray_cast(o3c.concatenate([block_coords, block_coords], 0), *args[1:5], ["depth"], *args[6:])
+            tsdf_map.raycast_fragment_capacity = 2 * needed
         res = tsdf_map.vbg.ray_cast(*args)
-        if not bool((res["depth"] > 0).any().item()):
-            res = tsdf_map.vbg.ray_cast(*args)
     depth = np.nan_to_num(res["depth"].cpu().numpy()[:h, :w, 0].astype(np.float32), nan=0.0)
     color = np.clip(res["color"].cpu().numpy()[:h, :w].astype(np.float32), 0.0, 1.0) if with_color else None
     return AlignImage(depth, camera, color)

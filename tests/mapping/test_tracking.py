@@ -450,12 +450,45 @@ def test_render_model_of_any_size_matches_a_padded_render():
     big = Camera(frame.camera.fx / 2, frame.camera.fy / 2, frame.camera.cx / 2, frame.camera.cy / 2, 152, 120)
     odd = Camera(big.fx, big.fy, big.cx, big.cy, 150, 116)
     blocks = frustum_blocks(tsdf_map, downsample_depth(frame.depth, 2)[:120, :152], big, frame.T_world_cam)
-    render_model(tsdf_map, big, frame.T_world_cam, blocks)  # sizes Open3D's range-map buffer (a first call can be partial)
     full = render_model(tsdf_map, big, frame.T_world_cam, blocks, with_color=True)
     part = render_model(tsdf_map, odd, frame.T_world_cam, blocks, with_color=True)
     assert part.depth_m.shape == (116, 150) and part.color.shape == (116, 150, 3)
     assert part.valid_fraction > 0.3
     np.testing.assert_allclose(part.depth_m, full.depth_m[:116, :150], atol=1e-5)
+
+
+def test_ray_cast_renders_are_complete_from_the_first_call_and_repeatable():
+    """Open3D drops range-map fragments (which ones depends on thread timing) whenever a call needs as many
+    as its buffer holds, and a fresh map's first call needs more: render_model grows the buffer first. Before,
+    a fresh map's first render lost 11 % of its pixels and about one render in 30 differed from the others."""
+    from sensors import open_source
+
+    frame = open_source("synthetic:room?frames=4&width=320&height=240")[0]
+    tsdf_map = TSDFMap(TSDFConfig(voxel_size_m=0.02))
+    tsdf_map.integrate(frame)
+    cam = Camera(frame.camera.fx / 2, frame.camera.fy / 2, frame.camera.cx / 2, frame.camera.cy / 2, 160, 120)
+    blocks = frustum_blocks(tsdf_map, downsample_depth(frame.depth, 2), cam, frame.T_world_cam)
+    renders = [render_model(tsdf_map, cam, frame.T_world_cam, blocks).depth_m for _ in range(40)]
+    assert (renders[0] > 0).mean() > 0.5
+    for depth in renders[1:]:
+        np.testing.assert_array_equal(depth, renders[0])
+    assert tsdf_map.raycast_fragment_capacity > int(blocks.shape[0])  # one fragment per block here, doubled
+
+
+def test_range_fragment_count_known_answers():
+    """A far block covers one fragment of 16x16 range tiles (8 px each); a near block covering the top-left
+    quarter of a 320x240 view spans tiles u 0-20, v 0-15: ceil(21 / 16) x ceil(16 / 16) = 2 fragments."""
+    from mapping.tracking.model import range_fragment_count
+
+    cfg = TSDFConfig(voxel_size_m=0.01)  # 16 cm blocks
+    cam = Camera(300.0, 300.0, 160.0, 120.0, 320, 240)
+    far = np.array([[0, 0, 20]])  # 3.2-3.36 m ahead, about 15 px wide
+    assert range_fragment_count(far, cam.K, np.eye(4), 320, 240, cfg) == 1
+    near = np.array([[-1, -1, 1]])  # x, y in [-0.16, 0] m at z 0.16-0.32 m: u, v from beyond the image to the centre
+    assert range_fragment_count(near, cam.K, np.eye(4), 320, 240, cfg) == 2
+    behind = np.array([[0, 0, -3]])
+    assert range_fragment_count(behind, cam.K, np.eye(4), 320, 240, cfg) == 0
+    assert range_fragment_count(np.concatenate([far, near, behind]), cam.K, np.eye(4), 320, 240, cfg) == 3
 
 
 def test_mesh_model_render_is_closer_to_the_surface_than_the_ray_cast():
@@ -471,7 +504,6 @@ def test_mesh_model_render_is_closer_to_the_surface_than_the_ray_cast():
     frame = source[1]
     cam = frame.camera
     blocks = frustum_blocks(tsdf_map, frame.depth, cam, frame.T_world_cam)
-    render_model(tsdf_map, cam, frame.T_world_cam, blocks)  # sizes Open3D's range-map buffer
     cast = render_model(tsdf_map, cam, frame.T_world_cam, blocks)
     mesh = render_mesh_model(build_mesh_renderer(tsdf_map), cam, frame.T_world_cam, tsdf_map.config, with_color=True)
     assert mesh.color is not None and mesh.color.shape == (240, 320, 3)
