@@ -73,14 +73,15 @@ class TrackerConfig:
     depth-only pose where the surface constrains it, the hybrid pose along the directions the depth leaves
     loose, such as sliding along a row of cabinets; see ``odometry.fuse_degenerate``). The source's brightness
     is matched to the model's before each hybrid alignment (auto-exposure biases the intensity term
-    otherwise). Redkitchen 1000 frames, 1 cm model: ATE 2.48 cm fused, 3.74 cm hybrid, 4.43 cm
+    otherwise). Redkitchen 1000 frames, 1 cm model: ATE 2.63 cm fused. Measured before the half-pixel
+    integration fix (``mapping.tsdf.integration_intrinsics``): 2.48 cm fused, 3.74 cm hybrid, 4.43 cm
     point_to_plane (point_to_plane has the lowest frame-to-frame error but slides about 10 cm along the
     cabinets in frames 300-450; hybrid drifts in frames 0-200)."""
     fusion_prior: float = 0.05
     """"fused" only: information of the photometric estimate relative to the normalised point-to-plane
     information (1 = a single plane seen head-on). Directions whose point-to-plane eigenvalue is well above it
     follow the depth-only alignment, those well below it the depth + intensity alignment. Redkitchen 1000
-    frames: ATE 2.92 cm at 0.02, 2.48 cm at 0.05, 2.60 cm at 0.2."""
+    frames, before the half-pixel integration fix: ATE 2.92 cm at 0.02, 2.48 cm at 0.05, 2.60 cm at 0.2."""
     downsample: int = 2
     """Integer factor by which depth/colour are reduced before alignment (1 = full resolution; 2 = half)."""
     iterations: tuple[int, ...] = (6, 4, 3)
