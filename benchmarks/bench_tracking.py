@@ -107,7 +107,7 @@ def evo_metrics(est, gt) -> dict:
     return out
 
 
-def run_dataset(name: str, root: Path, max_frames: int | None) -> dict:
+def run_dataset(name: str, root: Path, max_frames: int | None, model_render: str = "raycast") -> dict:
     from mapping import TSDFConfig, TSDFMap
     from mapping.tracking import Tracker, TrackerConfig, TrackingLost
     from sensors.trajectory_io import Trajectory
@@ -116,7 +116,8 @@ def run_dataset(name: str, root: Path, max_frames: int | None) -> dict:
     frames, reader = open_frames(spec, root)
     n = len(frames) if max_frames is None else min(len(frames), max_frames)
     first = frames[0]
-    config = TrackerConfig(keep_keyframe_frames=True, **overrides)  # finalize re-integrates keyframes only
+    # finalize re-integrates keyframes only
+    config = TrackerConfig(keep_keyframe_frames=True, model_render=model_render, **overrides)
     tracker = Tracker(config, first.camera)
     tsdf_config = TSDFConfig(voxel_size_m=0.02)
     tsdf_map = TSDFMap(tsdf_config)
@@ -183,13 +184,15 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--datasets", nargs="+", default=["redkitchen", "3dmatch", "iclnuim"], choices=sorted(DATASETS))
     ap.add_argument("--max-frames", type=int, default=None)
+    ap.add_argument("--model-render", choices=["raycast", "mesh"], default="raycast",
+                    help="how the tracker renders its model (TrackerConfig.model_render)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tracking.json")
     args = ap.parse_args()
 
     runs = []
     for name in args.datasets:
         print(f"[{name}] tracking ...", flush=True)
-        runs.append(run_dataset(name, args.data_root, args.max_frames))
+        runs.append(run_dataset(name, args.data_root, args.max_frames, args.model_render))
 
     header = (f"{'dataset':<15}{'frames':>7}{'ok':>6}{'ATE cm':>8}{'max cm':>8}{'RPE cm':>8}{'RPE deg':>8}"
               f"{'RPE30 cm':>9}{'LC ATE cm':>10}{'loops':>6}{'ms/trk':>8}{'ms/all':>8}")

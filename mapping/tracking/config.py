@@ -127,8 +127,9 @@ class TrackerConfig:
     """How the model is rendered for frame-to-model alignment: "raycast" (Open3D ``VoxelBlockGrid.ray_cast``
     on the blocks near the last view; fast, but depth is quantised to the voxel) or "mesh" (the model's
     marching-cubes mesh, rebuilt every ``mesh_refresh_frames`` tracked frames, rendered with a BVH; unbiased,
-    costs a mesh extraction per refresh). Clean Replica renders, 200 frames at step 5: ATE 1.75 cm raycast,
-    0.32 cm mesh. Redkitchen (Kinect noise) 1000 frames: 2.47 vs 2.45 cm, at about 3x the tracking time."""
+    costs a mesh extraction per refresh). Clean Replica renders, 400 frames at step 5: ATE 1.30 cm raycast,
+    0.16 cm mesh (reconstruction 1.3 vs 0.1 cm worse than from the true poses). Redkitchen (Kinect noise)
+    1000 frames, before the half-pixel integration fix: 2.47 vs 2.45 cm, at about 3x the tracking time."""
     mesh_refresh_frames: int = 10
     """"mesh" rendering: rebuild the model mesh after this many tracked frames."""
     min_model_fraction: float = 0.1

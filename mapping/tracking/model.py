@@ -122,32 +122,27 @@ def render_model(
     # rows/columns at the bottom-right, same intrinsics) and crop it.
     tile = RAYCAST_RANGE_TILE_PX
     w_pad, h_pad = -(-w // tile) * tile, -(-h // tile) * tile
-    args = (
-        block_coords,
-        o3c.Tensor(camera.K, dtype=o3c.float64),
-        o3c.Tensor(np.linalg.inv(raycast_pose(T_world_cam, cfg.voxel_size_m)), dtype=o3c.float64),
-        w_pad,
-        h_pad,
-        names,
-        1.0,
-        cfg.depth_min_m,
-        cfg.depth_max_m,
-        TSDFConfig.o3d_weight_threshold(cfg.min_observations),
-        cfg.trunc_voxels,
-        tile,
-    )
+    T_cam_world = np.linalg.inv(raycast_pose(T_world_cam, cfg.voxel_size_m))
+    K, extrinsics = o3c.Tensor(camera.K, dtype=o3c.float64), o3c.Tensor(T_cam_world, dtype=o3c.float64)
+
+    def cast(blocks, attributes: list[str]):
+        return tsdf_map.vbg.ray_cast(
+            blocks, K, extrinsics, w_pad, h_pad, attributes, 1.0, cfg.depth_min_m, cfg.depth_max_m,
+            TSDFConfig.o3d_weight_threshold(cfg.min_observations), cfg.trunc_voxels, tile,
+        )
+
     # Open3D keeps its range-map fragment buffer between calls, sized by the last call that
     # outgrew it, and a call needing as many fragments as it holds silently drops some: which
-    # ones depends on thread timing, so renders differed from call to call (and a first call
-    # lost most of the image). Grow the buffer to twice the need with a call on the blocks
-    # listed twice (duplicates add identical fragments) before it could fall short.
-    extrinsics = args[2].numpy()
-    needed = range_fragment_count(block_coords.cpu().numpy(), camera.K, extrinsics, w_pad, h_pad, cfg)
+    # ones depends on thread timing, so renders differed from call to call (and a fresh map's
+    # first render lost about a tenth of its pixels). Grow the buffer to twice the need with
+    # a call on the blocks listed twice (duplicates add identical fragments) before it could
+    # fall short.
+    needed = range_fragment_count(block_coords.cpu().numpy(), camera.K, T_cam_world, w_pad, h_pad, cfg)
     with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):
         if needed >= tsdf_map.raycast_fragment_capacity:
-            tsdf_map.vbg.ray_cast(o3c.concatenate([block_coords, block_coords], 0), *args[1:5], ["depth"], *args[6:])
+            cast(o3c.concatenate([block_coords, block_coords], 0), ["depth"])
             tsdf_map.raycast_fragment_capacity = 2 * needed
-        res = tsdf_map.vbg.ray_cast(*args)
+        res = cast(block_coords, names)
     depth = np.nan_to_num(res["depth"].cpu().numpy()[:h, :w, 0].astype(np.float32), nan=0.0)
     color = np.clip(res["color"].cpu().numpy()[:h, :w].astype(np.float32), 0.0, 1.0) if with_color else None
     return AlignImage(depth, camera, color)
@@ -159,7 +154,7 @@ def build_mesh_renderer(tsdf_map: TSDFMap):
     Marching cubes places the surface by linear interpolation of the TSDF along voxel
     edges, so a mesh render is unbiased to well under a voxel; Open3D's ray cast marches
     nearest-voxel values and quantises rendered depth to the voxel (on clean Replica
-    renders: ATE 1.58 cm against the ray cast of a 1 cm model over 400 frames).
+    renders, 400 frames: ATE 0.16 cm against the mesh, 1.30 cm against the ray cast of a 1 cm model).
     """
     return tsdf_map.build_surface_renderer()
 
