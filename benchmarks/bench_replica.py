@@ -73,7 +73,7 @@ PROTOCOLS = ("exact_culled", "samples_culled", "exact_whole")
 
 
 def run(noise: str, step: int, voxel: float, samples: int, out_root: Path, poses: str = "given",
-        protocols: tuple[str, ...] = PROTOCOLS, model_render: str = "raycast") -> dict:
+        protocols: tuple[str, ...] = PROTOCOLS, model_render: str | None = None) -> dict:
     from eval.recon import Culling, evaluate_reconstruction
     from eval.report import write_recon_report
     from mapping.tracking import TrackerConfig
@@ -91,7 +91,8 @@ def run(noise: str, step: int, voxel: float, samples: int, out_root: Path, poses
     cfg = MapConfig(voxel_size_m=voxel, depth_max_m=8.0)
     stages = []
     if poses == "estimate":
-        tracker_cfg = TrackerConfig(depth_min_m=cfg.depth_min_m, depth_max_m=cfg.depth_max_m, model_render=model_render)
+        render = {"model_render": model_render} if model_render else {}
+        tracker_cfg = TrackerConfig(depth_min_m=cfg.depth_min_m, depth_max_m=cfg.depth_max_m, **render)
         stages = [TrackingStage(tracker_cfg, force=True, reopen=lambda: source)]
     t0 = time.perf_counter()
     result = build_map(source, cfg, stages)
@@ -169,8 +170,8 @@ def main() -> None:
     ap.add_argument("--noise", nargs="+", default=["none", "kinect"])
     ap.add_argument("--poses", nargs="+", default=["given"], choices=["given", "estimate"],
                     help="map from the rendering poses, from tracked poses, or both (then compared)")
-    ap.add_argument("--model-render", choices=["raycast", "mesh"], default="raycast",
-                    help="how the tracker renders its model (TrackerConfig.model_render)")
+    ap.add_argument("--model-render", choices=["raycast", "mesh"], default=None,
+                    help="how the tracker renders its model (default: TrackerConfig.model_render)")
     ap.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--json", type=Path, default=None, help="results file (default OUT/replica.json)")

@@ -107,7 +107,7 @@ def evo_metrics(est, gt) -> dict:
     return out
 
 
-def run_dataset(name: str, root: Path, max_frames: int | None, model_render: str = "raycast") -> dict:
+def run_dataset(name: str, root: Path, max_frames: int | None, model_render: str | None = None) -> dict:
     from mapping import TSDFConfig, TSDFMap
     from mapping.tracking import Tracker, TrackerConfig, TrackingLost
     from sensors.trajectory_io import Trajectory
@@ -117,7 +117,8 @@ def run_dataset(name: str, root: Path, max_frames: int | None, model_render: str
     n = len(frames) if max_frames is None else min(len(frames), max_frames)
     first = frames[0]
     # finalize re-integrates keyframes only
-    config = TrackerConfig(keep_keyframe_frames=True, model_render=model_render, **overrides)
+    render = {"model_render": model_render} if model_render else {}
+    config = TrackerConfig(keep_keyframe_frames=True, **render, **overrides)
     tracker = Tracker(config, first.camera)
     tsdf_config = TSDFConfig(voxel_size_m=0.02)
     tsdf_map = TSDFMap(tsdf_config)
@@ -184,8 +185,8 @@ def main() -> None:
     ap.add_argument("--data-root", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--datasets", nargs="+", default=["redkitchen", "3dmatch", "iclnuim"], choices=sorted(DATASETS))
     ap.add_argument("--max-frames", type=int, default=None)
-    ap.add_argument("--model-render", choices=["raycast", "mesh"], default="raycast",
-                    help="how the tracker renders its model (TrackerConfig.model_render)")
+    ap.add_argument("--model-render", choices=["raycast", "mesh"], default=None,
+                    help="how the tracker renders its model (default: TrackerConfig.model_render)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tracking.json")
     args = ap.parse_args()
 

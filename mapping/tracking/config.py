@@ -123,13 +123,13 @@ class TrackerConfig:
     caller's map. A 2 cm model blurs the colour the "hybrid" loss needs: ICL-NUIM 5 frames max error 3.4 cm
     against a 2 cm model, 0.7 cm against 1 cm (redkitchen: 3.4 vs 3.7 cm ATE, within run-to-run spread).
     Costs one more integration per frame (about +80% tracking time)."""
-    model_render: str = "raycast"
-    """How the model is rendered for frame-to-model alignment: "raycast" (Open3D ``VoxelBlockGrid.ray_cast``
-    on the blocks near the last view; fast, but depth is quantised to the voxel) or "mesh" (the model's
-    marching-cubes mesh, rebuilt every ``mesh_refresh_frames`` tracked frames, rendered with a BVH; unbiased,
-    costs a mesh extraction per refresh). Clean Replica renders, 400 frames at step 5: ATE 1.30 cm raycast,
-    0.16 cm mesh (reconstruction 1.3 vs 0.1 cm worse than from the true poses). Redkitchen (Kinect noise)
-    1000 frames, before the half-pixel integration fix: 2.47 vs 2.45 cm, at about 3x the tracking time."""
+    model_render: str = "mesh"
+    """How the model is rendered for frame-to-model alignment: "mesh" (the model's marching-cubes mesh,
+    rebuilt every ``mesh_refresh_frames`` tracked frames, rendered with a BVH; unbiased, costs a mesh
+    extraction per refresh) or "raycast" (Open3D ``VoxelBlockGrid.ray_cast`` on the blocks near the last
+    view; faster, but depth is quantised to the voxel). Clean Replica renders, 400 frames at step 5: ATE
+    0.16 cm mesh, 1.30 cm raycast (reconstruction 0.1 vs 1.3 cm worse than from the true poses).
+    Redkitchen (Kinect noise) 1000 frames: ATE 2.51 cm at 173 ms/frame mesh, 2.63 cm at 104 ms/frame raycast."""
     mesh_refresh_frames: int = 10
     """"mesh" rendering: rebuild the model mesh after this many tracked frames."""
     min_model_fraction: float = 0.1
