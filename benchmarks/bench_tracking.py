@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from dataclasses import asdict
@@ -190,6 +191,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tracking.json")
     args = ap.parse_args()
 
+    from mapping.tracking import TrackerConfig
+
+    load_before = os.getloadavg()
     runs = []
     for name in args.datasets:
         print(f"[{name}] tracking ...", flush=True)
@@ -214,7 +218,11 @@ def main() -> None:
     if any(not r["loop_closure"]["default_applied"] and "metrics" in r["loop_closure"] for r in runs):
         print("* loop closure forced (min_loop_disagreement_m = 0); by default it was not applied")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"machine": platform.processor() or platform.machine(), "note": "CPU shared with other jobs: times are pessimistic"}
+    load_after = os.getloadavg()
+    print(f"load average {load_before[0]:.1f} -> {load_after[0]:.1f} on {os.cpu_count()} cores")
+    meta = {"machine": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+            "load_average_before": load_before, "load_average_after": load_after,
+            "model_render": args.model_render or TrackerConfig.model_render}
     args.out.write_text(json.dumps({"meta": meta, "runs": runs}, indent=1))
     print(f"wrote {args.out}")
 
