@@ -129,7 +129,7 @@ class TrackerConfig:
     extraction per refresh) or "raycast" (Open3D ``VoxelBlockGrid.ray_cast`` on the blocks near the last
     view; faster, but depth is quantised to the voxel). Clean Replica renders, 400 frames at step 5: ATE
     0.16 cm mesh, 1.30 cm raycast (reconstruction 0.1 vs 1.3 cm worse than from the true poses).
-    Redkitchen (Kinect noise) 1000 frames: ATE 2.51 cm at 173 ms/frame mesh, 2.63 cm at 104 ms/frame raycast."""
+    Redkitchen (Kinect noise) 1000 frames: ATE 2.51 cm at 177 ms/frame mesh, 2.63 cm at 104 ms/frame raycast."""
     mesh_refresh_frames: int = 10
     """"mesh" rendering: rebuild the model mesh after this many tracked frames."""
     min_model_fraction: float = 0.1
