@@ -272,8 +272,6 @@ def align(
         Alignment; ``converged`` False (fitness 0) when either image has no valid depth
         or Open3D found no correspondences.
     """
-    import open3d as o3d
-
     if source.depth_m.shape != target.depth_m.shape:
         raise ValueError(f"source {source.depth_m.shape} and target {target.depth_m.shape} images differ in size")
     init = np.asarray(T_target_source_init, dtype=np.float64)
@@ -282,17 +280,31 @@ def align(
         return failed
     method = method or config.method
     if method == "fused":
-        geom = align(source, target, init, config, "point_to_plane")
-        if not geom.converged or target.color is None or source.color is None:
-            return geom
-        photo = align(source, target, geom.T_target_source, config, "hybrid")
-        if not photo.converged:
-            return geom
-        length = float(np.median(target.depth_m[target.depth_m > 0]))
-        info = point_to_plane_information(target, length)
-        T = fuse_degenerate(geom.T_target_source, photo.T_target_source, info, length, config.fusion_prior)
-        fitness, residual_m = score_alignment(source, target, T, config)
-        return Alignment(T, fitness, residual_m, True, overlap_fraction(source, target, T))
+        T = dense_odometry(source, target, init, config, "point_to_plane")
+        if T is not None and target.color is not None and source.color is not None:
+            T_photo = dense_odometry(source, target, T, config, "hybrid")
+            if T_photo is not None:
+                length = float(np.median(target.depth_m[target.depth_m > 0]))
+                info = point_to_plane_information(target, length)
+                T = fuse_degenerate(T, T_photo, info, length, config.fusion_prior)
+    else:
+        T = dense_odometry(source, target, init, config, method)
+    if T is None:
+        return failed
+    fitness, residual_m = score_alignment(source, target, T, config)
+    return Alignment(T, fitness, residual_m, True, overlap_fraction(source, target, T))
+
+
+def dense_odometry(
+    source: AlignImage, target: AlignImage, init: np.ndarray, config: TrackerConfig, method: str
+) -> np.ndarray | None:
+    """(4, 4) orthonormal ``T_target_source`` from Open3D's multi-scale RGB-D odometry, or None when it fails.
+
+    ``method`` is "point_to_plane" or "hybrid" (the source brightness is first matched to the
+    target, :func:`match_intensity`). Unscored: :func:`align` scores the final transform once.
+    """
+    import open3d as o3d
+
     if method == "hybrid":
         source = match_intensity(source, target)
     o3c = o3d.core
@@ -312,10 +324,6 @@ def align(
             params,
         )
     except RuntimeError:  # "Invalid inlier_count value 0": no overlap at some pyramid level
-        return failed
+        return None
     T = res.transformation.numpy().astype(np.float64)
-    if not np.all(np.isfinite(T)):
-        return failed
-    T = orthonormalize(T)
-    fitness, residual_m = score_alignment(source, target, T, config)
-    return Alignment(T, fitness, residual_m, True, overlap_fraction(source, target, T))
+    return orthonormalize(T) if np.all(np.isfinite(T)) else None
