@@ -114,18 +114,27 @@ def _grid(lo, hi, step=0.02):
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 3)
 
 
+def _table_part_and_box(leg_top_z: float):
+    """A light 1.2 x 0.8 m table top at 0.75 m (label 0), a dark 4 cm leg piece from the floor
+    up to ``leg_top_z`` (label 1) and a dark 30 cm box on the floor under the top (label 2).
+
+    Returns (N, 3) points, (N, 3) colours, (N,) node areas and (N,) labels.
+    """
+    top = _grid([0.0, 0.0, 0.75], [1.2, 0.8, 0.75])
+    leg = _grid([0.06, 0.06, 0.0], [0.1, 0.1, leg_top_z])
+    box = _grid([0.5, 0.3, 0.0], [0.8, 0.6, 0.3])
+    pts = np.concatenate([top, leg, box])
+    lab = np.repeat([0, 1, 2], [len(top), len(leg), len(box)])
+    rgb = np.array([[0.8, 0.65, 0.5], [0.2, 0.15, 0.15], [0.2, 0.15, 0.15]])[lab]
+    return pts, rgb, np.full(len(pts), 0.0004), lab
+
+
 def test_attach_hanging_parts_joins_a_dark_post_not_a_box_under_a_table():
     """A slender dark leg whose top is 12 cm under a light table top joins it whatever its
     colour; a dark box under the top, as wide as it is tall, stays an object."""
     from scenegraph.objects import ProposalConfig, attach_hanging_parts
 
-    top = _grid([0.0, 0.0, 0.75], [1.2, 0.8, 0.75])
-    leg = _grid([0.06, 0.06, 0.0], [0.1, 0.1, 0.63])
-    box = _grid([0.5, 0.3, 0.0], [0.8, 0.6, 0.3])
-    pts = np.concatenate([top, leg, box])
-    lab = np.repeat([0, 1, 2], [len(top), len(leg), len(box)])
-    rgb = np.array([[0.8, 0.65, 0.5], [0.2, 0.15, 0.15], [0.2, 0.15, 0.15]])[lab]
-    area = np.full(len(pts), 0.0004)
+    pts, rgb, area, lab = _table_part_and_box(leg_top_z=0.63)
     out = attach_hanging_parts(pts, rgb, area, lab, ProposalConfig().resolved(0.02))
     assert (out[lab == 1] == out[lab == 0][0]).all(), "the leg joins the table"
     assert (out[lab == 2] != out[lab == 0][0]).all(), "the box stays apart"
@@ -137,13 +146,7 @@ def test_attach_hanging_parts_joins_a_leg_foot_standing_on_the_floor():
     then; a dark box under the top stays an object either way."""
     from scenegraph.objects import ProposalConfig, attach_hanging_parts
 
-    top = _grid([0.0, 0.0, 0.75], [1.2, 0.8, 0.75])
-    foot = _grid([0.06, 0.06, 0.0], [0.1, 0.1, 0.1])
-    box = _grid([0.5, 0.3, 0.0], [0.8, 0.6, 0.3])
-    pts = np.concatenate([top, foot, box])
-    lab = np.repeat([0, 1, 2], [len(top), len(foot), len(box)])
-    rgb = np.array([[0.8, 0.65, 0.5], [0.2, 0.15, 0.15], [0.2, 0.15, 0.15]])[lab]
-    area = np.full(len(pts), 0.0004)
+    pts, rgb, area, lab = _table_part_and_box(leg_top_z=0.1)
     cfg = ProposalConfig().resolved(0.02)
     out = attach_hanging_parts(pts, rgb, area, lab, cfg, floor_z=0.0)
     assert (out[lab == 1] == out[lab == 0][0]).all(), "the foot on the floor joins the table"
