@@ -17,16 +17,15 @@ relevancy of a query is one matrix product with the query and negative embedding
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mapping.encoders.base import torch_threads
 from mapping.fusion import FeatureGrid
 from mapping.query import QueryConfig, Region, find_regions, lerf_relevancy, region_threshold
 
@@ -257,21 +256,9 @@ class SemanticMap:
         rel[~self.usable] = 0.0
         return rel
 
-    @contextlib.contextmanager
-    def _query_threads(self) -> Iterator[None]:
-        """Run with ``query_config.torch_threads`` torch threads, restoring the setting after."""
-        n = self.query_config.torch_threads
-        if n is None:
-            yield
-            return
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(before)
+    def _query_threads(self):
+        """Context: ``query_config.torch_threads`` torch threads, restored after."""
+        return torch_threads(self.query_config.torch_threads)
 
     def prepare(self) -> None:
         """Load the query encoder and embed the negatives now (else done by the first query)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mapping.encoders import load_encoder
-from mapping.encoders.base import Encoder
+from mapping.encoders.base import Encoder, torch_threads
 from mapping.features import FEATURE_STRATEGIES, DenseExtractor, make_extractor
 from mapping.fusion import FeatureGrid, FusionConfig, describe_grid
 from mapping.keyframes import KeyframeSelector
@@ -126,17 +126,8 @@ class SemanticStage(Stage):
         t["fuse"] += time.perf_counter() - t3
 
     def _extract(self, frame: Frame):
-        n = self.config.torch_threads
-        if n is None:
+        with torch_threads(self.config.torch_threads):
             return self.extractor(frame.rgb, frame.depth)
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            return self.extractor(frame.rgb, frame.depth)
-        finally:
-            torch.set_num_threads(before)
 
     def finish(self, result: MapResult) -> None:
         if len(self.grid) == 0:
