@@ -299,12 +299,18 @@ class SemanticMap:
             t0 = time.perf_counter()
             q = encoder.encode_images([crop])[0]
             t_encode = time.perf_counter() - t0
-        mean = (self.unit_embeddings[self.usable] * self.grid.weights[self.usable, None]).sum(axis=0)
-        norm = float(np.linalg.norm(mean))
-        if norm <= 0:
+        mean = self.mean_embedding()
+        if mean is None:
             raise ValueError("the map has no usable features to compare an image query with")
         h, w = crop.shape[:2]
-        return self._answer(f"<image {h}x{w}>", q, (mean / norm)[None], top, t_encode)
+        return self._answer(f"<image {h}x{w}>", q, mean[None], top, t_encode)
+
+    def mean_embedding(self) -> np.ndarray | None:
+        """(D,) float32 unit mean of the usable voxel embeddings, weighted by fusion weight:
+        what the whole map looks like (None when no voxel is usable)."""
+        mean = (self.unit_embeddings[self.usable] * self.grid.weights[self.usable, None]).sum(axis=0)
+        norm = float(np.linalg.norm(mean))
+        return (mean / norm).astype(np.float32) if norm > 0 else None
 
     def _answer(self, label: str, q: np.ndarray, neg: np.ndarray, top: int, t_encode: float) -> QueryResult:
         t1 = time.perf_counter()

@@ -7,7 +7,8 @@ Steps (timed in ``metadata["timings_s"]``):
    up axis (normally the floor); floor / walls / ceiling regions (:mod:`scenegraph.planes`).
 3. Stored views (``views/``, :mod:`scenegraph.views`): nodes no view saw (TSDF artefacts)
    are dropped (:mod:`scenegraph.visibility`).
-4. Object proposals: FH segments merged, oversized objects split, cleaned (:mod:`scenegraph.objects`).
+4. Object proposals: FH segments merged (not across a change of the semantic features, when
+   the map has a feature layer), oversized objects split, cleaned (:mod:`scenegraph.objects`).
 5. Embeddings from the best views (and the semantic feature layer when the map has one),
    label candidates from the vocabulary (:mod:`scenegraph.embedding`).
 6. Relations (:mod:`scenegraph.relations`).
@@ -29,6 +30,7 @@ from scenegraph.embedding import (
     EmbeddingConfig,
     blend,
     choose_views,
+    contrast_features,
     embed_objects,
     feature_embeddings,
     label_candidates,
@@ -72,7 +74,8 @@ class GraphConfig:
     embed: bool = True
     """Compute object embeddings and labels (False: geometry and relations only)."""
     use_features: bool = True
-    """Blend in the semantic feature layer's embeddings when the map has one."""
+    """When the map has a semantic feature layer: segments whose features differ are not
+    merged (``ProposalConfig.feature_min_similarity``) and object embeddings blend them in."""
     min_views_seen: int = 1
     """Nodes seen by fewer stored views are dropped (when the map has views)."""
     device: str = "cpu"
@@ -166,11 +169,15 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
     R = gravity_rotation(up)
     sub, remap = surf.subset(keep & (owner < 0))
     object_of = np.full(len(surf), -1, np.int64)
+    sem = _load_semantic_map(map_dir, info) if cfg.use_features else None
     if len(sub):
         pc = cfg.proposals.resolved(node)
         pg, ng = sub.points @ R.T, sub.normals @ R.T
         seg = segment_surface(sub, pc.fh_k, pc.fh_min_size, pc.fh_color_weight)
-        obj = merge_segments(pg, ng, sub.colors, sub.area_m2, sub.edges, seg, pc)
+        seg_feat = None
+        if sem is not None and pc.feature_min_similarity is not None:
+            seg_feat = contrast_features(sem, sub.points, seg, int(seg.max()) + 1)
+        obj = merge_segments(pg, ng, sub.colors, sub.area_m2, sub.edges, seg, pc, seg_feat)
         obj = split_oversized(pg, ng, sub.colors, sub.area_m2, sub.edges, seg, obj, pc)
         floors = [p.nodes for p in planes if p.is_structure and p.kind == "floor" and len(p.nodes)]
         floor_z = float(np.median((surf.points[np.concatenate(floors)] @ R.T)[:, 2])) if floors else None
@@ -203,7 +210,7 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
 
     # ---- embeddings and labels
     t1 = time.perf_counter()
-    sem = _load_semantic_map(map_dir, info) if (cfg.use_features and cfg.embed) else None
+    sem = sem if cfg.embed else None
     enc_name = sem.encoder_name if sem is not None else ((info.get("stages") or {}).get("semantic") or {}).get("encoder")
     view_emb: list[np.ndarray | None] = [None] * n_obj
     feat_emb: list[np.ndarray | None] = [None] * n_obj

@@ -15,9 +15,10 @@ Pipeline (all on the non-structure surface nodes, in the gravity frame):
    reach below the top, become one object; a chair back that continues the seat's side
    face is joined through that face. Across a concave or flat crease, two growing
    objects of different colour are not merged either (region merging, most similar
-   pairs first, so blended crease segments cannot bridge two objects). Optionally,
-   adjacent segments whose feature embeddings (e.g. from the semantic map's voxel
-   features) are dissimilar are not merged.
+   pairs first, so blended crease segments cannot bridge two objects). When segment
+   embeddings are given (``scenegraph.build`` passes the semantic map's voxel features,
+   less what the whole map shares), adjacent segments whose embeddings are dissimilar
+   (cosine below ``feature_min_similarity``) are not merged.
    Objects larger than any furniture (footprint above ``split_footprint_m2``: a counter
    run joined to the things on and under it over convex edges) are merged again with a
    colour check on convex boundaries between grown parts; furniture-sized parts leave
@@ -97,9 +98,14 @@ class ProposalConfig:
     small_segment_nodes: int = 10
     """Segments with fewer nodes do not take part in merging; each joins the neighbour it
     shares the longest boundary with (:func:`absorb_small_segments`)."""
-    feature_min_similarity: float | None = None
-    """When segment embeddings are given: adjacent segments with a lower cosine
-    similarity are not merged (None: embeddings are not used for merging)."""
+    feature_min_similarity: float | None = 0.3
+    """When segment embeddings are given (``scenegraph.build`` passes the semantic map's
+    features with the map's common part removed, :func:`scenegraph.embedding.contrast_features`):
+    adjacent segments with a lower cosine similarity are not merged (None: embeddings are
+    not used for merging). On redkitchen (``lite``) adjacent segments have median 0.90 and
+    5th percentile 0.38. At 0.2-0.4 the white mug leaves the paper it stands on (0.18;
+    its proposal's box IoU 0.01 -> 0.43) and nothing else changes; at 0.6 the proposals
+    grow from 50 to 59 and relational queries lose a hit, at 0.75 to 68."""
     eps_m: float | None = None
     """Clean-up neighbourhood radius; default 2 node sizes."""
     min_neighbours: int = 4

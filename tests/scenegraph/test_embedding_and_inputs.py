@@ -147,3 +147,27 @@ def test_feature_embeddings_count_each_voxel_once():
     pts = np.array([[0.0, 0, 0]] * 9 + [[1.0, 0, 0]])
     out = feature_embeddings(sem, pts, np.zeros(10, np.int64), 1)
     np.testing.assert_allclose(out[0], np.array([1.0, 1.0]) / np.sqrt(2), atol=1e-6)
+
+
+def test_contrast_features_remove_what_the_whole_map_shares():
+    """Two segments whose features are the room's shared look plus a small distinct part
+    (raw cosine 0.98) come out orthogonal to the map's mean and far apart (cosine < 0),
+    and a segment without usable voxels gets a row of zeros."""
+    from types import SimpleNamespace
+
+    from scenegraph.embedding import contrast_features
+
+    shared, a, b = np.eye(3, dtype=np.float32)
+    feats = np.stack([shared + 0.1 * a, shared + 0.1 * b, shared])
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    assert float(feats[0] @ feats[1]) > 0.98
+    lookup = lambda p: np.where(p[:, 0] < 2.5, np.round(p[:, 0]), -1).astype(np.int64)  # noqa: E731
+    grid = SimpleNamespace(lookup=lookup, weights=np.ones(3, np.float32))
+    mean = feats.mean(axis=0) / np.linalg.norm(feats.mean(axis=0))
+    sem = SimpleNamespace(grid=grid, unit_embeddings=feats, usable=np.ones(3, bool), dim=3, mean_embedding=lambda: mean)
+    pts = np.array([[0.0, 0, 0], [1.0, 0, 0], [5.0, 0, 0]])  # voxel 0, voxel 1, no voxel
+    out = contrast_features(sem, pts, np.array([0, 1, 2]), 3)
+    np.testing.assert_allclose(np.linalg.norm(out[:2], axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(out[:2] @ mean, 0.0, atol=1e-5)
+    assert float(out[0] @ out[1]) < 0.0
+    assert not out[2].any()

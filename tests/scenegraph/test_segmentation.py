@@ -192,3 +192,32 @@ def test_split_oversized_cuts_a_dark_part_off_a_light_counter_over_a_convex_edge
     apart = len(set(out[lab == 0]) | set(out[lab == 1])) == 2
     assert apart == split, f"parts {np.unique(out)} for a {size} m counter"
     assert len(set(out[lab == 0])) == 1 and len(set(out[lab == 1])) == 1
+
+
+def test_merge_segments_keeps_apart_segments_whose_features_differ():
+    """Two same-coloured halves of a flat patch joined by many mesh edges merge, unless
+    their segment embeddings are less similar than ``feature_min_similarity``; a segment
+    without an embedding (zeros) does not block a merge."""
+    from scenegraph.objects import ProposalConfig, merge_segments
+
+    s = 0.02
+    pts = _grid([0.0, 0.0, 0.0], [0.3, 0.1, 0.0], s) + [0.0, 0.0, 0.8]
+    pts[:, 2] += 0.2 * pts[:, 1]  # tilted: not a support surface
+    lab = (pts[:, 0] > 0.15).astype(np.int64)
+    nrm = np.tile([0.0, -0.98, 0.2], (len(pts), 1))
+    rgb = np.full((len(pts), 3), 0.5)
+    cells = [tuple(np.round(p[:2] / s).astype(int)) for p in pts]
+    key = {c: i for i, c in enumerate(cells)}
+    edges = []
+    for i, (x, y) in enumerate(cells):
+        edges += [(i, key[n]) for n in ((x + 1, y), (x, y + 1)) if n in key]
+    edges = np.array(edges, np.int64)
+    area = np.full(len(pts), s * s)
+    cfg = ProposalConfig().resolved(0.02)
+    assert cfg.feature_min_similarity == 0.3
+    alike = np.array([[1.0, 0.0], [0.8, 0.6]], np.float32)  # cosine 0.8
+    unlike = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)  # cosine 0
+    unknown = np.array([[1.0, 0.0], [0.0, 0.0]], np.float32)
+    for emb, parts in ((None, 1), (alike, 1), (unlike, 2), (unknown, 1)):
+        obj = merge_segments(pts, nrm, rgb, area, edges, lab, cfg, emb)
+        assert len(np.unique(obj)) == parts, (emb, np.unique(obj))
