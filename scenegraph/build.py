@@ -8,7 +8,9 @@ Steps (timed in ``metadata["timings_s"]``):
 3. Stored views (``views/``, :mod:`scenegraph.views`): nodes no view saw (TSDF artefacts)
    are dropped (:mod:`scenegraph.visibility`).
 4. Object proposals: FH segments merged (not across a change of the semantic features, when
-   the map has a feature layer), oversized objects split, cleaned (:mod:`scenegraph.objects`).
+   the map has a feature layer), oversized objects split, cleaned (:mod:`scenegraph.objects`);
+   with a mask model (``GraphConfig.masks``), its 2D instance masks lifted to the surface,
+   associated across views and merged over the geometric proposals (:mod:`scenegraph.masks`).
 5. Embeddings from the best views (and the semantic feature layer when the map has one),
    label candidates from the vocabulary (:mod:`scenegraph.embedding`).
 6. Relations (:mod:`scenegraph.relations`).
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,13 @@ from scenegraph.embedding import (
 )
 from scenegraph.geometry import gravity_rotation
 from scenegraph.graph import SceneGraph, SceneObject
+from scenegraph.masks import (
+    MaskConfig,
+    MaskGenerator,
+    load_mask_generator,
+    mask_instances,
+    merge_with_proposals,
+)
 from scenegraph.objects import (
     ProposalConfig,
     clean_objects,
@@ -78,6 +87,11 @@ class GraphConfig:
     merged (``ProposalConfig.feature_min_similarity``) and object embeddings blend them in."""
     min_views_seen: int = 1
     """Nodes seen by fewer stored views are dropped (when the map has views)."""
+    masks: MaskConfig = field(default_factory=MaskConfig)
+    """Optional 2D instance masks (``masks.model``, e.g. "sam:/path"), lifted to the surface
+    and merged with the geometric proposals (:mod:`scenegraph.masks`)."""
+    mask_generator: MaskGenerator | None = None
+    """A ready mask generator (instead of loading ``masks.model``)."""
     device: str = "cpu"
     """torch device for the encoder."""
 
@@ -183,8 +197,26 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
         floor_z = float(np.median((surf.points[np.concatenate(floors)] @ R.T)[:, 2])) if floors else None
         obj = clean_objects(pg, sub.colors, sub.area_m2, obj, pc, floor_z)
         object_of[remap >= 0] = obj[remap[remap >= 0]]
-    n_obj = int(object_of.max()) + 1
     t["proposals"] = time.perf_counter() - t1
+
+    generator = cfg.mask_generator
+    if generator is None and cfg.masks.model:
+        generator = load_mask_generator(cfg.masks.model, cfg.masks)
+    mask_stats = None
+    if generator is not None and not views:
+        warnings.append("the map has no stored views: the mask model was not used")
+    elif generator is not None and len(sub):
+        t1 = time.perf_counter()
+        if encoder is None and cfg.masks.embed and cfg.embed:
+            from mapping.encoders import load_encoder
+
+            encoder = load_encoder(_encoder_name(sem, info), device=cfg.device)
+        instance_of, mask_stats = mask_instances(
+            surf.points, views, hits, keep & (owner < 0), generator, cfg.masks, encoder if cfg.masks.embed else None
+        )
+        object_of = merge_with_proposals(object_of, instance_of, cfg.masks.min_nodes)
+        t["masks"] = time.perf_counter() - t1
+    n_obj = int(object_of.max()) + 1
 
     # ---- nodes of the graph: structure first, then objects
     graph = SceneGraph(up, R, None, {})
@@ -211,7 +243,6 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
     # ---- embeddings and labels
     t1 = time.perf_counter()
     sem = sem if cfg.embed else None
-    enc_name = sem.encoder_name if sem is not None else ((info.get("stages") or {}).get("semantic") or {}).get("encoder")
     view_emb: list[np.ndarray | None] = [None] * n_obj
     feat_emb: list[np.ndarray | None] = [None] * n_obj
     choices = [[] for _ in range(n_obj)]
@@ -219,7 +250,7 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
         if encoder is None:
             from mapping.encoders import load_encoder
 
-            encoder = load_encoder(enc_name or "lite", device=cfg.device)
+            encoder = load_encoder(_encoder_name(sem, info), device=cfg.device)
         if views:
             choices = choose_views(hits, views, object_of, n_obj, cfg.embedding)
             view_emb = embed_objects(choices, views, encoder, cfg.embedding)
@@ -273,6 +304,7 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
         "structure": len(struct_ids),
         "relations": graph.graph.number_of_edges(),
         "vocabulary_size": len(cfg.vocabulary),
+        "masks": mask_stats,
         "config": _config_json(cfg),
         "timings_s": {k: round(v, 3) for k, v in t.items()},
         "warnings": warnings,
@@ -302,7 +334,16 @@ def _make_object(
     )
 
 
+def _encoder_name(sem, info: dict) -> str:
+    """The map's encoder: its feature layer's, else ``map.json``'s semantic stage's, else "lite"."""
+    if sem is not None:
+        return sem.encoder_name
+    return ((info.get("stages") or {}).get("semantic") or {}).get("encoder") or "lite"
+
+
 def _config_json(cfg: GraphConfig) -> dict:
-    d = asdict(cfg)
+    d = asdict(replace(cfg, mask_generator=None))
+    if cfg.mask_generator is not None:
+        d["mask_generator"] = getattr(cfg.mask_generator, "name", type(cfg.mask_generator).__name__)
     d["vocabulary"] = f"{len(cfg.vocabulary)} names"
     return d

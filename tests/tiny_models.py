@@ -6,6 +6,8 @@
   tokenizer and an image processor; loads with ``clip:<dir>`` (``mapping.encoders``),
   so ``depthclip:clip:<dir>`` builds DepthCLIP on it. The tokenizer follows
   tests/mapping/test_encoders_clip.py (a real BPE vocabulary cannot be made offline).
+- :func:`save_tiny_sam`: SAM (2-layer ViT at 64 px, 16-channel prompt encoder and mask
+  decoder) with its image processor; loads with ``sam:<dir>`` (``scenegraph.masks``).
 """
 
 from __future__ import annotations
@@ -96,6 +98,34 @@ def save_tiny_clip(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def save_tiny_sam(path: Path, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised SAM and its processor (64 px input) to ``path``."""
+    import torch
+    from transformers import SamConfig, SamModel, SamProcessor
+    from transformers.models.sam.configuration_sam import (
+        SamMaskDecoderConfig,
+        SamPromptEncoderConfig,
+        SamVisionConfig,
+    )
+
+    try:  # transformers >= 5 without torchvision
+        from transformers import SamImageProcessorPil as ImageProcessor
+    except ImportError:
+        from transformers import SamImageProcessor as ImageProcessor
+
+    vision = SamVisionConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, mlp_dim=64,
+        image_size=64, patch_size=8, output_channels=16, window_size=4, global_attn_indexes=[1], num_pos_feats=8,
+    )  # fmt: skip
+    prompt = SamPromptEncoderConfig(hidden_size=16, image_size=64, patch_size=8, mask_input_channels=4)
+    decoder = SamMaskDecoderConfig(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, mlp_dim=32, iou_head_hidden_dim=16)
+    torch.manual_seed(seed)
+    SamModel(SamConfig(vision_config=vision, prompt_encoder_config=prompt, mask_decoder_config=decoder)).save_pretrained(path)
+    processor = ImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
+    SamProcessor(image_processor=processor).save_pretrained(path)
+    return path
+
+
 _SAVED: dict[tuple, Path] = {}
 
 
@@ -103,12 +133,12 @@ def cached_model_dir(kind: str, tmp_path_factory, **options) -> Path:
     """A tiny model directory made once per test session (shared by the test modules that use it).
 
     Args:
-        kind: "depth_anything" or "clip".
+        kind: "depth_anything", "clip" or "sam".
         tmp_path_factory: pytest's session ``tmp_path_factory`` (the directory lives under it).
         options: passed to the ``save_tiny_*`` function.
     """
     key = (kind, tuple(sorted(options.items())))
     if key not in _SAVED:
-        save = {"depth_anything": save_tiny_depth_anything, "clip": save_tiny_clip}[kind]
+        save = {"depth_anything": save_tiny_depth_anything, "clip": save_tiny_clip, "sam": save_tiny_sam}[kind]
         _SAVED[key] = save(tmp_path_factory.mktemp(f"tiny-{kind}"), **options)
     return _SAVED[key]

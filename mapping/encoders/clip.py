@@ -58,12 +58,13 @@ def _hub_offline() -> bool:
     )
 
 
-def resolve_model_source(model: str, allow_download: bool | None = None) -> tuple[str, bool]:
-    """Decide where a model comes from: (path-or-name, local_files_only).
+def resolve_model_source(model: str, allow_download: bool | None = None, kind: str = "clip") -> tuple[str, bool]:
+    """Decide where a transformers model comes from: (path-or-name, local_files_only).
 
     Args:
         model: a local directory, or a Hugging Face hub name.
         allow_download: None: allowed unless the hub is offline (``HF_HUB_OFFLINE``).
+        kind: the spec prefix the messages name ("clip", "sam").
 
     Returns:
         (source, local_files_only): a local directory or a cached hub name gives
@@ -74,16 +75,14 @@ def resolve_model_source(model: str, allow_download: bool | None = None) -> tupl
             cached nor downloadable (the message says why).
     """
     if not model:
-        raise ValueError(
-            "clip: needs a model, e.g. 'clip:/path/to/clip-vit-base-patch32' or 'clip:openai/clip-vit-base-patch32'"
-        )
+        raise ValueError(f"{kind}: needs a model, e.g. '{kind}:/path/to/model' or '{kind}:org/model-name'")
     path = Path(model).expanduser()
     if path.exists():
         if not path.is_dir() or not (path / "config.json").is_file():
-            raise FileNotFoundError(f"clip: {path} is not a transformers model folder (no config.json)")
+            raise FileNotFoundError(f"{kind}: {path} is not a transformers model folder (no config.json)")
         return str(path), True
     if _looks_like_path(model):
-        raise FileNotFoundError(f"clip: model path {path} does not exist")
+        raise FileNotFoundError(f"{kind}: model path {path} does not exist")
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -102,8 +101,8 @@ def resolve_model_source(model: str, allow_download: bool | None = None) -> tupl
             else "downloads are disabled (allow_download=False)"
         )
         raise FileNotFoundError(
-            f"clip: {model!r} is neither a local path nor in the local Hugging Face cache, and {why}; "
-            "pass a local model folder (clip:/path/to/model) or download it first"
+            f"{kind}: {model!r} is neither a local path nor in the local Hugging Face cache, and {why}; "
+            f"pass a local model folder ({kind}:/path/to/model) or download it first"
         )
     return model, False
 
