@@ -212,7 +212,14 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
 
             encoder = load_encoder(_encoder_name(sem, info), device=cfg.device)
         instance_of, mask_stats = mask_instances(
-            surf.points, views, hits, keep & (owner < 0), generator, cfg.masks, encoder if cfg.masks.embed else None
+            surf.points,
+            views,
+            hits,
+            keep & (owner < 0),
+            generator,
+            cfg.masks,
+            encoder if cfg.masks.embed else None,
+            progress=True,
         )
         object_of = merge_with_proposals(object_of, instance_of, cfg.masks.min_nodes)
         t["masks"] = time.perf_counter() - t1

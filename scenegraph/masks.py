@@ -85,7 +85,7 @@ class MaskConfig:
     min_nodes: int = 10
     """Smallest lifted mask and smallest instance, surface nodes."""
     erode_px: int = 2
-    """Masks are eroded by this many pixels before lifting (their outline bleeds onto what lies behind)."""
+    """Masks eroded by this many pixels decide the association (see :func:`lift_masks`)."""
     max_structure_frac: float = 0.5
     """Masks with more of their nodes on structure (floor, walls, ceiling) are dropped."""
     overlap_radius_m: float = 0.05
@@ -179,7 +179,7 @@ def nms_masks(masks: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     ious = mask_iou(masks[order])
     keep: list[int] = []
     for i in range(len(order)):
-        if all(ious[i, j] <= iou for j in keep):
+        if not keep or ious[i, keep].max() <= iou:
             keep.append(i)
     return order[keep]
 
