@@ -219,6 +219,7 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
             generator,
             cfg.masks,
             encoder if cfg.masks.embed else None,
+            crop=cfg.embedding,
             progress=True,
         )
         object_of = merge_with_proposals(object_of, instance_of, cfg.masks.min_nodes)

@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from scenegraph.embedding import EmbeddingConfig
 from scenegraph.views import View
 from scenegraph.visibility import ViewHits
 from sensors.registry import Registry
@@ -193,7 +194,6 @@ class SamMaskGenerator(MaskGenerator):
     """
 
     def __init__(self, model: str, config: MaskConfig) -> None:
-        import torch
         from transformers import SamModel, SamProcessor
 
         from mapping.encoders.base import resolve_device
@@ -205,10 +205,11 @@ class SamMaskGenerator(MaskGenerator):
         self.device = resolve_device(config.device)
         self.model = SamModel.from_pretrained(source, local_files_only=local_only).to(self.device).eval()
         self.processor = SamProcessor.from_pretrained(source, local_files_only=local_only)
-        self._torch = torch
 
     def generate(self, rgb: np.ndarray) -> MaskSet:
-        torch, cfg = self._torch, self.config
+        import torch
+
+        cfg = self.config
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
@@ -558,6 +559,7 @@ def mask_instances(
     generator: MaskGenerator,
     config: MaskConfig,
     encoder: Any = None,
+    crop: EmbeddingConfig | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """Masks of every view, lifted and associated: (N,) instance per node and statistics.
@@ -567,11 +569,13 @@ def mask_instances(
         views, hits: the stored views and the nodes each saw.
         candidate: (N,) bool, nodes that may belong to objects.
         encoder: embeds the mask crops when ``config.embed`` (None: overlap only).
+        crop: context margin of the crops (the graph's object-crop settings; default ``EmbeddingConfig()``).
     """
     from tqdm import tqdm
 
-    from scenegraph.embedding import EmbeddingConfig, crop_box
+    from scenegraph.embedding import crop_box
 
+    crop = crop or EmbeddingConfig()
     lifted, embeddings = [], []
     n_masks = 0
     t0 = time.perf_counter()
@@ -587,7 +591,7 @@ def mask_instances(
         for _, full in nodes:
             sel = np.isin(h.nodes, full)
             uv = h.uv[sel]
-            box = crop_box(*uv.min(axis=0), *(uv.max(axis=0) + 1), rgb.shape[1], rgb.shape[0], EmbeddingConfig())
+            box = crop_box(*uv.min(axis=0), *(uv.max(axis=0) + 1), rgb.shape[1], rgb.shape[0], crop)
             crops.append(rgb[box[1] : box[3], box[0] : box[2]])
         embeddings.append(np.asarray(encoder.encode_images(crops), np.float32))
     t1 = time.perf_counter()
