@@ -569,11 +569,11 @@ def mask_instances(
         views, hits: the stored views and the nodes each saw.
         candidate: (N,) bool, nodes that may belong to objects.
         encoder: embeds the mask crops when ``config.embed`` (None: overlap only).
-        crop: context margin of the crops (the graph's object-crop settings; default ``EmbeddingConfig()``).
+        crop: margin and background masking of the crops (the graph's object-crop settings; default ``EmbeddingConfig()``).
     """
     from tqdm import tqdm
 
-    from scenegraph.embedding import crop_box
+    from scenegraph.embedding import crop_box, object_crop
 
     crop = crop or EmbeddingConfig()
     lifted, embeddings = [], []
@@ -592,7 +592,7 @@ def mask_instances(
             sel = np.isin(h.nodes, full)
             uv = h.uv[sel]
             box = crop_box(*uv.min(axis=0), *(uv.max(axis=0) + 1), rgb.shape[1], rgb.shape[0], crop)
-            crops.append(rgb[box[1] : box[3], box[0] : box[2]])
+            crops.append(object_crop(rgb, box, uv, crop))
         embeddings.append(np.asarray(encoder.encode_images(crops), np.float32))
     t1 = time.perf_counter()
     embedded = embeddings if any(e is not None for e in embeddings) else None

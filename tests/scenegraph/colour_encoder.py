@@ -1,7 +1,8 @@
 """A tiny deterministic image-text "encoder" over named colours, for scene-graph tests.
 
 Not a model: an image embeds as the soft assignment of the median colour of its central
-third to a fixed list of named colours; a text embeds as the first colour name it
+third (pixels of the scene graph's masked-out background grey ignored, unless all are)
+to a fixed list of named colours; a text embeds as the first colour name it
 contains (one-hot), or uniformly when it names none. It lets the tests check, without a
 network, that each object is embedded from crops centred on it (a red mug's crops are
 red in the middle) and that queries rank objects by their embeddings.
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from mapping.encoders.base import Encoder
+from scenegraph.embedding import EmbeddingConfig
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (200, 30, 35),
@@ -28,6 +30,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
     "beige": (205, 180, 140),
 }
 """Colour names (the procedural room's object colours, see ``sensors.scenes``)."""
+
+
+BACKGROUND = EmbeddingConfig().background_value
+"""Grey level of the pixels object crops mask out (``scenegraph.embedding``)."""
 
 
 class ColourEncoder(Encoder):
@@ -46,6 +52,8 @@ class ColourEncoder(Encoder):
         for im in images:
             h, w = im.shape[:2]
             centre = im[h // 3 : max(h // 3 + 1, 2 * h // 3), w // 3 : max(w // 3 + 1, 2 * w // 3)].reshape(-1, 3)
+            fg = centre[np.any(centre != BACKGROUND, axis=1)]
+            centre = fg if len(fg) else centre
             c = np.median(centre.astype(np.float64), axis=0)
             d2 = ((self.rgb - c) ** 2).sum(axis=1)
             p = np.exp(-(d2 - d2.min()) / (2 * self.sigma**2))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from scenegraph.build import GraphConfig, build_scene_graph
-from scenegraph.embedding import EmbeddingConfig, aggregate_embeddings, crop_box
+from scenegraph.embedding import EmbeddingConfig, aggregate_embeddings, crop_box, object_crop, object_mask
 from scenegraph.evaluate import check_against_scene
 from scenegraph.query import answer_graph
 from semmap.cli import main
@@ -81,6 +81,28 @@ def test_crop_box_is_square_with_context():
     u0, v0, u1, v1 = crop_box(100, 100, 140, 120, 320, 240, cfg)
     assert (u1 - u0) == (v1 - v0) and u0 < 100 and u1 > 140 and v0 < 100 and v1 > 120
     assert crop_box(0, 0, 20, 20, 320, 240, cfg)[:2] == (0, 0)  # clipped at the border
+
+
+def test_object_crop_keeps_the_object_and_greys_the_rest():
+    """A red disc (radius 20 px) on blue, seen through sparse node pixels every 3 px."""
+    H, W = 100, 120
+    vv, uu = np.mgrid[0:H, 0:W]
+    dist = np.hypot(uu - 60, vv - 50)
+    disc = dist <= 20
+    rgb = np.zeros((H, W, 3), np.uint8)
+    rgb[disc], rgb[~disc] = (200, 30, 35), (35, 70, 200)
+    sparse = disc & (uu % 3 == 0) & (vv % 3 == 0)
+    pixels = np.stack([uu[sparse], vv[sparse]], axis=1)
+    m = object_mask(pixels, H, W, grow_px=2)
+    assert m[disc].mean() > 0.98 and not m[dist > 24].any()
+    box = (30, 20, 90, 80)
+    crop = object_crop(rgb, box, pixels, EmbeddingConfig())
+    assert crop.shape == (60, 60, 3) and crop.dtype == np.uint8
+    d = dist[20:80, 30:90]
+    assert (crop[d <= 17] == (200, 30, 35)).all()
+    assert (crop[d > 24] == 127).all()
+    plain = object_crop(rgb, box, pixels, EmbeddingConfig(mask_background=False))
+    assert np.array_equal(plain, rgb[20:80, 30:90])
 
 
 def test_cli_graph_writes_outputs(room_maps, tmp_path, capsys):
