@@ -32,6 +32,13 @@ mean over the scene's objects, as the labels are scored. The vocabulary names ar
 canonical negatives of LERF-style relevancy: a fragment that resembles every phrase a
 little (a table leg, for "chair" as for "table") scores low, an object that resembles
 the phrase more than any other name scores high; the product is renormalised over the objects.
+With ``QueryConfig.kinds`` (default) a phrase that is a vocabulary name also stands for the
+names that are kinds of it (``scenegraph.vocabulary.KIND_OF``, from WordNet: a desk is a
+table): an object's similarity is the best of the phrase's and those names' (each less its
+mean over the scene's objects), and those names are no negatives in the contrast. The
+redkitchen table has monitors and a keyboard on it and looks like a desk to ``lite``;
+"the table on the floor" found the chair at its end before and finds it now (relational
+queries 7/10 -> 8/10 top-1).
 With ``QueryConfig.size_prior`` (default) it is also weighed by how well the object's
 size (its longest horizontal side) fits the phrase's typical size (common-sense sizes of
 the vocabulary names, ``scenegraph.vocabulary.TYPICAL_SIZE_M``; the phrase is spread
@@ -245,6 +252,11 @@ class QueryConfig:
     """Names contrasted with the phrase; default ``scenegraph.vocabulary.DEFAULT_VOCABULARY``."""
     contrast_temperature: float = 0.05
     """Softmax temperature of the phrase-versus-names contrast."""
+    kinds: bool = True
+    """A phrase that is a vocabulary name also matches the names that are kinds of it
+    (``scenegraph.vocabulary.KIND_OF``: "table" also matches what looks like a desk)."""
+    kind_of: dict[str, tuple[str, ...]] | None = None
+    """Name -> its more general names; default ``scenegraph.vocabulary.KIND_OF``."""
     size_prior: bool = True
     """Weigh each object by how well its size fits the phrase's typical size (see the
     module docstring)."""
@@ -280,12 +292,18 @@ def phrase_scores(graph: SceneGraph, phrase: str, encoder, cfg: QueryConfig | No
         return {}
     q = encoder.encode_text([cfg.template.format(phrase)])[0]
     E = np.stack([o.embedding for o in objs]).astype(np.float32)
+    kinds = phrase_kinds(phrase, cfg)
     sims = E @ q
-    logits = sims / cfg.temperature
+    if kinds:  # the phrase or any kind of it, each name's similarity less its scene mean
+        cols = np.concatenate([sims[:, None], E @ _name_embeddings(encoder, cfg.template, kinds).T], axis=1)
+        rel = (cols - cols.mean(axis=0, keepdims=True)).max(axis=1)
+    else:
+        rel = sims - sims.mean()
+    logits = rel / cfg.temperature
     p = np.exp(logits - logits.max())
     p /= p.sum()
     if cfg.contrast and len(objs) >= 2:
-        p = p * _contrast(E, sims, encoder, cfg)
+        p = p * _contrast(E, rel, encoder, cfg, exclude=kinds)
         p /= max(float(p.sum()), 1e-30)
     if cfg.size_prior:
         prior = size_prior(objs, q, encoder, cfg)
@@ -293,6 +311,15 @@ def phrase_scores(graph: SceneGraph, phrase: str, encoder, cfg: QueryConfig | No
             p = p * prior
             p /= max(float(p.sum()), 1e-30)
     return {o.id: float(s) for o, s in zip(objs, p)}
+
+
+def phrase_kinds(phrase: str, cfg: QueryConfig) -> tuple[str, ...]:
+    """The contrast vocabulary's names that are kinds of the phrase ("table" -> ("desk",)); () when off."""
+    if not cfg.kinds:
+        return ()
+    from scenegraph.vocabulary import DEFAULT_VOCABULARY, kinds_of
+
+    return kinds_of(" ".join(phrase.split()), tuple(cfg.vocabulary or DEFAULT_VOCABULARY), cfg.kind_of)
 
 
 _NAME_CACHE: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}
@@ -336,17 +363,18 @@ def size_prior(objs: list[SceneObject], q: np.ndarray, encoder, cfg: QueryConfig
     return np.exp(-0.5 * (d / cfg.size_sigma) ** 2)
 
 
-def _contrast(E: np.ndarray, sims: np.ndarray, encoder, cfg: QueryConfig) -> np.ndarray:
+def _contrast(E: np.ndarray, rel: np.ndarray, encoder, cfg: QueryConfig, exclude: tuple[str, ...] = ()) -> np.ndarray:
     """(O,) probability that each object is the phrase rather than one of the vocabulary names.
 
     Args:
-        E: (O, D) object embeddings; sims: (O,) their cosine with the phrase.
+        E: (O, D) object embeddings; rel: (O,) their similarity with the phrase less its
+            mean over the objects; exclude: names that are no alternative (kinds of the phrase).
     """
     from scenegraph.vocabulary import DEFAULT_VOCABULARY
 
-    names = tuple(cfg.vocabulary or DEFAULT_VOCABULARY)
+    names = tuple(n for n in (cfg.vocabulary or DEFAULT_VOCABULARY) if n not in exclude)
     S = E @ _name_embeddings(encoder, cfg.template, names).T  # (O, V)
-    logits = np.concatenate([(sims - sims.mean())[:, None], S - S.mean(axis=0, keepdims=True)], axis=1)
+    logits = np.concatenate([rel[:, None], S - S.mean(axis=0, keepdims=True)], axis=1)
     logits = logits / cfg.contrast_temperature
     logits -= logits.max(axis=1, keepdims=True)
     e = np.exp(logits)

@@ -43,6 +43,36 @@ queries (:mod:`scenegraph.query`). Structure names have none; a name missing her
 user's own) contributes no prior."""
 
 
+KIND_OF: dict[str, tuple[str, ...]] = {
+    "desk": ("table",),
+    "armchair": ("chair",),
+    "bookshelf": ("shelf",),
+    "kitchen counter": ("counter",),
+    "laptop": ("computer",),
+    "kettle": ("pot",),
+}
+"""Name -> the more general default names it is a kind of (WordNet hypernym chains
+between two default names: desk.n.01 < table.n.02, armchair.n.01 < chair.n.01,
+bookshelf.n.01 < shelf.n.01, laptop.n.01 < ... < computer.n.01, kettle.n.01 < pot.n.01).
+A query for "table" also accepts what looks like a desk (:mod:`scenegraph.query`); a
+query for "desk" does not accept any table."""
+
+
+def kinds_of(name: str, names: tuple[str, ...] | list[str] | None = None, kind_of: dict[str, tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """The names (of ``names``, default all of ``kind_of``) that are kinds of ``name``:
+    its hyponyms, transitively ("table" -> ("desk",)); () for a name without any."""
+    kind_of = KIND_OF if kind_of is None else kind_of
+    out: list[str] = []
+    frontier = [name]
+    while frontier:
+        parent = frontier.pop()
+        for child, parents in kind_of.items():
+            if parent in parents and child not in out and child != name:
+                out.append(child)
+                frontier.append(child)
+    return tuple(n for n in out if names is None or n in names)
+
+
 def parse_vocabulary(text: str, where: str = "vocabulary") -> list[str]:
     """Names from a vocabulary file's text (JSON list, or one name per line with # comments)."""
     s = text.strip()
