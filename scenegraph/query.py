@@ -37,7 +37,7 @@ names that are kinds of it (``scenegraph.vocabulary.KIND_OF``, from WordNet: a d
 table): an object's similarity is the best of the phrase's and those names' (each less its
 mean over the scene's objects), and those names are no negatives in the contrast. The
 redkitchen table has monitors and a keyboard on it and looks like a desk to ``lite``;
-"the table on the floor" found the chair at its end before and finds it now (relational
+"the table on the floor" gave the chair at its end before and gives the table now (relational
 queries 7/10 -> 8/10 top-1).
 With ``QueryConfig.size_prior`` (default) it is also weighed by how well the object's
 size (its longest horizontal side) fits the phrase's typical size (common-sense sizes of
