@@ -319,7 +319,7 @@ def phrase_kinds(phrase: str, cfg: QueryConfig) -> tuple[str, ...]:
         return ()
     from scenegraph.vocabulary import DEFAULT_VOCABULARY, kinds_of
 
-    return kinds_of(" ".join(phrase.split()), tuple(cfg.vocabulary or DEFAULT_VOCABULARY), cfg.kind_of)
+    return kinds_of(" ".join(phrase.lower().split()), tuple(cfg.vocabulary or DEFAULT_VOCABULARY), cfg.kind_of)
 
 
 _NAME_CACHE: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}

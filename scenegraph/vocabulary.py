@@ -51,9 +51,10 @@ KIND_OF: dict[str, tuple[str, ...]] = {
     "laptop": ("computer",),
     "kettle": ("pot",),
 }
-"""Name -> the more general default names it is a kind of (WordNet hypernym chains
-between two default names: desk.n.01 < table.n.02, armchair.n.01 < chair.n.01,
-bookshelf.n.01 < shelf.n.01, laptop.n.01 < ... < computer.n.01, kettle.n.01 < pot.n.01).
+"""Name -> the more general default names it is a kind of: WordNet hypernym chains
+between two default names (desk.n.01 < table.n.02, armchair.n.01 < chair.n.01,
+bookshelf.n.01 < shelf.n.01, laptop.n.01 < ... < computer.n.01, kettle.n.01 < pot.n.01),
+and a compound's head noun ("kitchen counter" is a counter).
 A query for "table" also accepts what looks like a desk (:mod:`scenegraph.query`); a
 query for "desk" does not accept any table."""
 
