@@ -295,7 +295,9 @@ def phrase_scores(graph: SceneGraph, phrase: str, encoder, cfg: QueryConfig | No
     kinds = phrase_kinds(phrase, cfg)
     sims = E @ q
     if kinds:  # the phrase or any kind of it, each name's similarity less its scene mean
-        cols = np.concatenate([sims[:, None], E @ _name_embeddings(encoder, cfg.template, kinds).T], axis=1)
+        names = _vocabulary(cfg)
+        K = _name_embeddings(encoder, cfg.template, names)[[names.index(k) for k in kinds]]
+        cols = np.concatenate([sims[:, None], E @ K.T], axis=1)
         rel = (cols - cols.mean(axis=0, keepdims=True)).max(axis=1)
     else:
         rel = sims - sims.mean()
@@ -317,9 +319,16 @@ def phrase_kinds(phrase: str, cfg: QueryConfig) -> tuple[str, ...]:
     """The contrast vocabulary's names that are kinds of the phrase ("table" -> ("desk",)); () when off."""
     if not cfg.kinds:
         return ()
-    from scenegraph.vocabulary import DEFAULT_VOCABULARY, kinds_of
+    from scenegraph.vocabulary import kinds_of
 
-    return kinds_of(" ".join(phrase.lower().split()), tuple(cfg.vocabulary or DEFAULT_VOCABULARY), cfg.kind_of)
+    return kinds_of(" ".join(phrase.lower().split()), _vocabulary(cfg), cfg.kind_of)
+
+
+def _vocabulary(cfg: QueryConfig) -> tuple[str, ...]:
+    """The names contrasted with a phrase (``cfg.vocabulary`` or the default vocabulary)."""
+    from scenegraph.vocabulary import DEFAULT_VOCABULARY
+
+    return tuple(cfg.vocabulary or DEFAULT_VOCABULARY)
 
 
 _NAME_CACHE: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}
@@ -370,10 +379,11 @@ def _contrast(E: np.ndarray, rel: np.ndarray, encoder, cfg: QueryConfig, exclude
         E: (O, D) object embeddings; rel: (O,) their similarity with the phrase less its
             mean over the objects; exclude: names that are no alternative (kinds of the phrase).
     """
-    from scenegraph.vocabulary import DEFAULT_VOCABULARY
-
-    names = tuple(n for n in (cfg.vocabulary or DEFAULT_VOCABULARY) if n not in exclude)
-    S = E @ _name_embeddings(encoder, cfg.template, names).T  # (O, V)
+    names = _vocabulary(cfg)
+    T = _name_embeddings(encoder, cfg.template, names)  # one cached set, whatever is excluded
+    if exclude:
+        T = T[[i for i, n in enumerate(names) if n not in exclude]]
+    S = E @ T.T  # (O, V)
     logits = np.concatenate([rel[:, None], S - S.mean(axis=0, keepdims=True)], axis=1)
     logits = logits / cfg.contrast_temperature
     logits -= logits.max(axis=1, keepdims=True)

@@ -49,9 +49,8 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
     if args.vocab_only and args.vocab is None:
         raise ValueError("--vocab-only needs --vocab FILE")
-    masks = MaskConfig(model=args.masks, device=args.device)
-    if args.mask_points is not None:
-        masks.points_per_side = args.mask_points
+    points = {} if args.mask_points is None else {"points_per_side": args.mask_points}
+    masks = MaskConfig(model=args.masks, device=args.device, **points)
     cfg = GraphConfig(
         node_size_m=args.node_size,
         vocabulary=load_vocabulary(args.vocab, extend=not args.vocab_only),
