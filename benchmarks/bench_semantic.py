@@ -19,16 +19,21 @@ table and writes benchmarks/results/semantic.json (``--out`` elsewhere).
 
 With ``lite`` the hit rates move a lot with the keyframe set. Measured on 2026-11-21
 (``--kf-translation-m T --kf-rotation-deg R``; rank of each query's first hit, - = none in
-the top 5; mug = "coffee mug", keyboard = "computer keyboard"):
+the top 5; mug = "coffee mug", keyboard = "computer keyboard"), with the reference names as
+negatives (``QueryConfig.reference_names``, the default) and without them (``None``):
 
-========  =========  =============  ====  ========  =======  ============  =====
-T, R      keyframes  top-1 / top-3  mug   keyboard  monitor  dining table  chair
-========  =========  =============  ====  ========  =======  ============  =====
-0.25, 25  27         17 % / 33 %    1     -         4        3             -
-0.15, 15  46         50 % / 67 %    1     -         1        2             1
-0.10, 10  69         17 % / 50 %    1     -         2        4             2
-0.08, 8   85         17 % / 67 %    2     -         1        3             2
-========  =========  =============  ====  ========  =======  ============  =====
+========  =========  ==========  =============  ====  ========  =======  ============  =====
+T, R      keyframes  references  top-1 / top-3  mug   keyboard  monitor  dining table  chair
+========  =========  ==========  =============  ====  ========  =======  ============  =====
+0.25, 25  27         with        33 % / 50 %    1     -         3        4             1
+0.25, 25  27         without     17 % / 33 %    1     -         4        3             -
+0.15, 15  46         with        50 % / 50 %    1     -         1        4             1
+0.15, 15  46         without     50 % / 67 %    1     -         1        2             1
+0.10, 10  69         with        50 % / 50 %    1     -         1        5             1
+0.10, 10  69         without     17 % / 50 %    1     -         2        4             2
+0.08, 8   85         with        50 % / 67 %    1     -         1        3             1
+0.08, 8   85         without     17 % / 67 %    2     -         1        3             2
+========  =========  ==========  =============  ====  ========  =======  ============  =====
 
 ("desktop computer" is never found either.) The chair at the table's end takes "dining
 table" in every map (likely because ImageNet's dining-table photos show chairs), and the classifier ranks

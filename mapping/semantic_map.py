@@ -12,7 +12,8 @@ queries). Files read:
 
 Query path: the unit voxel embeddings are computed once, as an (N, D) float32 matrix;
 relevancy of a query is one matrix product with the query and negative embeddings
-(negative text embeddings are cached per map).
+(negative text embeddings are cached per map, and so is each voxel's best match among the
+reference names, ``QueryConfig.reference_names``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ import numpy as np
 
 from mapping.encoders.base import torch_threads
 from mapping.fusion import FeatureGrid
-from mapping.query import QueryConfig, Region, find_regions, lerf_relevancy, region_threshold
+from mapping.query import (
+    QueryConfig,
+    ReferenceMatch,
+    Region,
+    best_match,
+    find_regions,
+    lerf_relevancy,
+    region_threshold,
+    resolve_reference_names,
+)
 
 if TYPE_CHECKING:
     from mapping.encoders.base import Encoder
@@ -97,6 +107,7 @@ class SemanticMap:
         self._device = "cpu"
         self._tsdf: TSDFMap | None = None
         self._negatives: tuple[tuple[str, ...], np.ndarray] | None = None
+        self._reference: tuple[object, ReferenceMatch | None] | None = None
         self.unit_embeddings = grid.unit_embeddings()  # (N, D) float32, computed once
         self.coords = grid.coords()  # (N, 3) int64
         self.usable = (np.linalg.norm(self.unit_embeddings, axis=1) > 0) & (
@@ -203,6 +214,7 @@ class SemanticMap:
             )
         self._encoder = encoder
         self._negatives = None
+        self._reference = None
 
     @property
     def encoder(self) -> Encoder:
@@ -242,17 +254,33 @@ class SemanticMap:
             self._negatives = (negs, self.encoder.encode_text(list(negs)))
         return self._negatives[1]
 
-    def relevancy(self, query_embedding: np.ndarray, negatives: np.ndarray | None = None) -> np.ndarray:
+    def _reference_match(self) -> ReferenceMatch | None:
+        """Each voxel's best reference-name matches (None when there are no reference names)."""
+        key = self.query_config.reference_names
+        if self._reference is None or self._reference[0] != key:
+            names = resolve_reference_names(key)
+            match = best_match(self.unit_embeddings, names, self.encoder.encode_vocabulary(names)) if names else None
+            self._reference = (key, match)
+        return self._reference[1]
+
+    def relevancy(
+        self, query_embedding: np.ndarray, negatives: np.ndarray | None = None, text: str | None = None
+    ) -> np.ndarray:
         """(N,) float32 LERF relevancy of every voxel to a unit query embedding (D,).
 
-        ``negatives`` (K, D) default to the text embeddings of ``query_config.negatives``.
-        Voxels without features (or below ``min_weight``) get 0.
+        ``negatives`` (K, D) default to the text embeddings of ``query_config.negatives``,
+        together with each voxel's best reference-name match other than ``text`` (a text
+        query's negatives); given explicitly, they are the only negatives. Voxels without
+        features (or below ``min_weight``) get 0.
         """
         q = np.asarray(query_embedding, np.float32).reshape(-1)
         if q.shape[0] != self.dim:
             raise ValueError(f"query embedding has dimension {q.shape[0]}, the map {self.dim}")
-        neg = self._negative_embeddings() if negatives is None else negatives
-        rel = lerf_relevancy(self.unit_embeddings, q, neg, self.query_config.temperature)
+        floor = None
+        if negatives is None:
+            negatives, match = self._negative_embeddings(), self._reference_match()
+            floor = match.floor(text or "") if match is not None else None
+        rel = lerf_relevancy(self.unit_embeddings, q, negatives, self.query_config.temperature, floor)
         rel[~self.usable] = 0.0
         return rel
 
@@ -261,9 +289,11 @@ class SemanticMap:
         return torch_threads(self.query_config.torch_threads)
 
     def prepare(self) -> None:
-        """Load the query encoder and embed the negatives now (else done by the first query)."""
+        """Load the query encoder, embed the negatives and match the voxels to the reference
+        names now (else done by the first query)."""
         with self._query_threads():
             self._negative_embeddings()
+            self._reference_match()
 
     def query(self, text: str, top: int = 5) -> QueryResult:
         """Rank 3D regions for a free-text query ("coffee mug").
@@ -283,7 +313,7 @@ class SemanticMap:
             t0 = time.perf_counter()
             q = self.encoder.encode_text([text.strip()])[0]
             t_encode = time.perf_counter() - t0
-        return self._answer(text.strip(), q, self._negative_embeddings(), top, t_encode)
+        return self._answer(text.strip(), q, None, top, t_encode)
 
     def query_image(self, crop: np.ndarray, top: int = 5) -> QueryResult:
         """Rank 3D regions that look like an image crop ((H, W, 3) uint8 RGB).
@@ -312,9 +342,9 @@ class SemanticMap:
         norm = float(np.linalg.norm(mean))
         return (mean / norm).astype(np.float32) if norm > 0 else None
 
-    def _answer(self, label: str, q: np.ndarray, neg: np.ndarray, top: int, t_encode: float) -> QueryResult:
+    def _answer(self, label: str, q: np.ndarray, neg: np.ndarray | None, top: int, t_encode: float) -> QueryResult:
         t1 = time.perf_counter()
-        rel = self.relevancy(q, neg)
+        rel = self.relevancy(q, neg, label)
         t2 = time.perf_counter()
         regions = find_regions(
             self.coords, rel, self.voxel_size_m, self.query_config, top, self.usable, self.grid.weights

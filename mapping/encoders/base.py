@@ -181,6 +181,20 @@ class Encoder(ABC):
         texts = check_texts(texts)
         return self._run_batched(texts, self._encode_text_batch, "texts")
 
+    def encode_vocabulary(self, names: Sequence[str]) -> np.ndarray:
+        """Embed a fixed vocabulary (reference or label names): :meth:`encode_text`, memoised
+        per encoder for the same names (encoders may also keep it on disk).
+
+        Returns:
+            (len(names), dim) float32, rows L2-normalised.
+        """
+        key = tuple(check_texts(names, "encode_vocabulary"))
+        memo = self.__dict__.setdefault("_vocabulary_memo", {})
+        if key not in memo:
+            memo.clear()
+            memo[key] = self.encode_text(list(key))
+        return memo[key]
+
     # -- backend hooks -----------------------------------------------------------------
     @abstractmethod
     def _encode_image_batch(self, images: list[np.ndarray]) -> torch.Tensor:

@@ -8,6 +8,7 @@ import pytest
 from mapping.query import (
     DEFAULT_NEGATIVES,
     QueryConfig,
+    best_match,
     connected_components,
     find_regions,
     lerf_relevancy,
@@ -49,6 +50,36 @@ def test_config_defaults_and_checks():
         QueryConfig(negatives=("object", " "))
     with pytest.raises(ValueError, match="temperature"):
         QueryConfig(temperature=0.0)
+    assert cfg.reference_names == "imagenet"
+    with pytest.raises(ValueError, match="reference_names"):
+        QueryConfig(reference_names="wordnet")
+    with pytest.raises(ValueError, match="reference_names"):
+        QueryConfig(reference_names=("mug", ""))
+
+
+def test_reference_names_keep_the_voxel_the_query_describes_best():
+    # axes: 0 "chair", 1 "dining table", 2 "object", 3 what no name describes; voxel A is a
+    # chair also close to "dining table", voxel B a table top that only "dining table" fits
+    names = ("chair", "dining table", "lamp")
+    name_emb = unit([[1.0, 0.1, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.1, 0.0, 1.0, 0.0]])
+    emb = unit([[1.0, 0.9, 0.0, 0.0], [0.2, 0.6, 0.0, 0.75]]).astype(np.float32)
+    negatives = unit([[0.0, 0.0, 1.0, 0.0]])
+    query = name_emb[1]
+    plain = lerf_relevancy(emb, query, negatives)
+    assert plain[0] > plain[1]  # the chair is nearer "dining table" than the table is
+    match = best_match(emb, names, name_emb, chunk=1)
+    assert match.best_index.tolist() == [0, 1]
+    np.testing.assert_allclose(match.best, [emb[0] @ name_emb[0], emb[1] @ name_emb[1]], rtol=1e-6)
+    np.testing.assert_allclose(match.second, [emb[0] @ name_emb[1], emb[1] @ name_emb[0]], rtol=1e-6)
+    # the query's own name is left out (case-insensitively): on B it competes with "chair"
+    floor = match.floor("Dining Table")
+    np.testing.assert_allclose(floor, [match.best[0], match.second[1]])
+    ranked = lerf_relevancy(emb, query, negatives, floor=floor)
+    assert ranked[1] > 0.5 > ranked[0]  # "chair" describes A better; nothing beats "dining table" on B
+    # a query outside the names competes with every name
+    np.testing.assert_array_equal(match.floor("coffee mug"), match.best)
+    with pytest.raises(ValueError, match="at least 2"):
+        best_match(emb, names[:1], name_emb[:1])
 
 
 @pytest.mark.parametrize("gap,radius,expected", [(0, 0, 1), (1, 0, 2), (1, 1, 1), (2, 1, 1), (3, 1, 2), (4, 2, 1)])

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from mapping.encoders.base import Encoder
+from mapping.query import QueryConfig
 from mapping.semantic_map import SemanticMap
 from semmap.cli import main
 from semmap.pipeline import MapConfig, build_map, save_map
@@ -126,6 +127,29 @@ def test_segment_features_put_coffee_mug_on_the_mug(tmp_path):
     mug = np.array(MUG["centroid"])
     assert np.linalg.norm(smap.query("coffee mug").regions[0].centroid - mug) < 0.25
     assert np.linalg.norm(smap.query("chair").regions[0].centroid - mug) > 0.25
+
+
+def test_text_queries_also_compete_with_the_reference_names(kitchen_map, loaded):
+    """Relevancy of a text query = LERF with each voxel's best ImageNet-name match (other than
+    the query) as one more negative; ``reference_names=None`` leaves LERF alone."""
+    from mapping.query import lerf_relevancy, resolve_reference_names
+
+    _, stage = kitchen_map
+    names = resolve_reference_names("imagenet")
+    assert len(names) > 990 and "coffee mug" in names and "chair" not in names
+    emb = loaded.unit_embeddings
+    sims = emb @ stage.encoder.encode_text(list(names)).T  # (N, M)
+    negatives = stage.encoder.encode_text(list(loaded.query_config.negatives))
+    plain_map = SemanticMap(stage.grid, "lite", encoder=stage.encoder, query_config=QueryConfig(reference_names=None))
+    for text in ("coffee mug", "chair"):
+        q = stage.encoder.encode_text([text])[0]
+        own = np.array([n == text for n in names])
+        expected = lerf_relevancy(emb, q, negatives, floor=sims[:, ~own].max(axis=1))
+        got = loaded.query(text).relevancy
+        np.testing.assert_allclose(got[loaded.usable], expected[loaded.usable], atol=1e-5)
+        plain = plain_map.query(text).relevancy
+        np.testing.assert_allclose(plain[loaded.usable], lerf_relevancy(emb, q, negatives)[loaded.usable], atol=1e-5)
+        assert np.mean(got[loaded.usable] < plain[loaded.usable] - 1e-3) > 0.5  # the names do bite
 
 
 def test_image_query_with_a_crop_of_the_mug_finds_the_mug(loaded):
