@@ -139,6 +139,7 @@ def write_query_outputs(
         "map": str(smap.directory) if smap.directory else None,
         "encoder": smap.encoder_name,
         "negatives": list(smap.query_config.negatives),
+        "reference_names": _reference_names_json(smap.query_config.reference_names),
         "voxel_size_m": smap.voxel_size_m,
     }
     paths["json"] = write_json(doc, out_dir / "query.json")
@@ -246,3 +247,8 @@ def _plot(smap, result, regions, verts, colours, poses, camera, lo, hi, path: Pa
         ax.set_title(f"camera view (trajectory pose {view}); 1 = best region", fontsize=10)
         ax.set_axis_off()
     return _save_figure(fig, path)
+
+
+def _reference_names_json(names: str | tuple[str, ...] | None) -> str | list[str] | None:
+    """``QueryConfig.reference_names`` as JSON: "imagenet", a list of names or null."""
+    return list(names) if isinstance(names, tuple) else names

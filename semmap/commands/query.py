@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="comma-separated canonical negatives (default: object,things,stuff,texture)",
     )
     p.add_argument(
+        "--no-reference-names",
+        action="store_true",
+        help="compare text queries with the canonical negatives only, not also with each voxel's best "
+        "ImageNet class name",
+    )
+    p.add_argument(
         "--min-relevancy",
         type=float,
         default=None,
@@ -64,6 +70,8 @@ def cmd_query(args: argparse.Namespace) -> int:
         options["negatives"] = tuple(n.strip() for n in args.negatives.split(",") if n.strip())
     if args.min_relevancy is not None:
         options["threshold"] = args.min_relevancy
+    if args.no_reference_names:
+        options["reference_names"] = None
     if args.text is not None and _answer_from_graph(args):
         return 0
     qcfg = QueryConfig(**options)

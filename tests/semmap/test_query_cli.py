@@ -56,6 +56,17 @@ def test_query_prints_json_regions_on_stdout(lite_map, capsys):
     assert [r["score"] for r in regions] == sorted((r["score"] for r in regions), reverse=True)
 
 
+def test_no_reference_names_gives_plain_lerf_relevancy(lite_map, tmp_path, capsys):
+    docs = {}
+    for flag in ([], ["--no-reference-names"]):
+        out = tmp_path / ("plain" if flag else "default")
+        assert main(["query", str(lite_map), "chair", "--top", "3", "--out", str(out), *flag]) == 0
+        docs[bool(flag)] = json.loads((out / "query.json").read_text())
+    assert docs[True]["reference_names"] is None and docs[False]["reference_names"] == "imagenet"
+    # more competitors can only lower a voxel's relevancy, so the best region scores lower
+    assert docs[False]["regions"][0]["max_relevancy"] < docs[True]["regions"][0]["max_relevancy"]
+
+
 def test_query_writes_json_ply_and_png(lite_map, tmp_path, capsys):
     out = tmp_path / "q"
     assert main(["query", str(lite_map), "chair", "--top", "2", "--out", str(out)]) == 0
@@ -64,6 +75,7 @@ def test_query_writes_json_ply_and_png(lite_map, tmp_path, capsys):
     doc = json.loads((out / "query.json").read_text())
     assert doc["query"] == "chair" and doc["encoder"] == "lite" and len(doc["regions"]) <= 2
     assert doc["negatives"] == ["object", "things", "stuff", "texture"]
+    assert doc["reference_names"] == "imagenet"
     mesh = o3d.io.read_triangle_mesh(str(out / "relevancy.ply"))
     src = o3d.io.read_triangle_mesh(str(lite_map / "mesh.ply"))
     assert len(mesh.vertices) == len(src.vertices) and mesh.has_vertex_colors()
