@@ -109,8 +109,8 @@ class QueryConfig:
             raise ValueError(f"support_weight must be >= 0, got {self.support_weight}")
         if isinstance(self.reference_names, (list, tuple)):
             self.reference_names = tuple(self.reference_names)
-            if not self.reference_names or not all(isinstance(n, str) and n.strip() for n in self.reference_names):
-                raise ValueError("reference_names must be non-empty strings")
+            if len(self.reference_names) < 2 or not all(isinstance(n, str) and n.strip() for n in self.reference_names):
+                raise ValueError(f"reference_names must be at least 2 non-empty strings, got {self.reference_names!r}")
         elif self.reference_names is not None and self.reference_names != "imagenet":
             raise ValueError(
                 f"reference_names must be 'imagenet', a tuple of names or None, got {self.reference_names!r}"

@@ -55,6 +55,8 @@ def test_config_defaults_and_checks():
         QueryConfig(reference_names="wordnet")
     with pytest.raises(ValueError, match="reference_names"):
         QueryConfig(reference_names=("mug", ""))
+    with pytest.raises(ValueError, match="at least 2"):
+        QueryConfig(reference_names=("mug",))
 
 
 def test_reference_names_keep_the_voxel_the_query_describes_best():
