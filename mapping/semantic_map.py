@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mapping.encoders.base import torch_threads
+from mapping.encoders.base import torch_threads, vocabulary_embeddings
 from mapping.fusion import FeatureGrid
 from mapping.query import (
     QueryConfig,
@@ -259,7 +259,9 @@ class SemanticMap:
         key = self.query_config.reference_names
         if self._reference is None or self._reference[0] != key:
             names = resolve_reference_names(key)
-            match = best_match(self.unit_embeddings, names, self.encoder.encode_vocabulary(names)) if names else None
+            match = (
+                best_match(self.unit_embeddings, names, vocabulary_embeddings(self.encoder, names)) if names else None
+            )
             self._reference = (key, match)
         return self._reference[1]
 

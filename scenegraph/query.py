@@ -331,17 +331,11 @@ def _vocabulary(cfg: QueryConfig) -> tuple[str, ...]:
     return tuple(cfg.vocabulary or DEFAULT_VOCABULARY)
 
 
-_NAME_CACHE: dict[tuple[str, str, tuple[str, ...]], np.ndarray] = {}
-
-
 def _name_embeddings(encoder, template: str, names: tuple[str, ...]) -> np.ndarray:
-    """(V, D) text embeddings of names in the prompt template (a few sets cached)."""
-    key = (getattr(encoder, "name", str(id(encoder))), template, names)
-    if key not in _NAME_CACHE:
-        if len(_NAME_CACHE) >= 4:
-            _NAME_CACHE.clear()
-        _NAME_CACHE[key] = np.asarray(encoder.encode_text([template.format(n) for n in names]), np.float32)
-    return _NAME_CACHE[key]
+    """(V, D) text embeddings of names in the prompt template (cached, :func:`vocabulary_embeddings`)."""
+    from mapping.encoders.base import vocabulary_embeddings
+
+    return vocabulary_embeddings(encoder, [template.format(n) for n in names])
 
 
 def object_size_m(o: SceneObject) -> float:

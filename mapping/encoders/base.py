@@ -181,20 +181,6 @@ class Encoder(ABC):
         texts = check_texts(texts)
         return self._run_batched(texts, self._encode_text_batch, "texts")
 
-    def encode_vocabulary(self, names: Sequence[str]) -> np.ndarray:
-        """Embed a fixed vocabulary (reference or label names): :meth:`encode_text`, memoised
-        per encoder for the same names (encoders may also keep it on disk).
-
-        Returns:
-            (len(names), dim) float32, rows L2-normalised.
-        """
-        key = tuple(check_texts(names, "encode_vocabulary"))
-        memo = self.__dict__.setdefault("_vocabulary_memo", {})
-        if key not in memo:
-            memo.clear()
-            memo[key] = self.encode_text(list(key))
-        return memo[key]
-
     # -- backend hooks -----------------------------------------------------------------
     @abstractmethod
     def _encode_image_batch(self, images: list[np.ndarray]) -> torch.Tensor:
@@ -226,3 +212,20 @@ class Encoder(ABC):
             f"{type(self).__name__}(name={self.name!r}, dim={self.dim}, "
             f"device={str(self.device)!r}, batch_size={self.batch_size})"
         )
+
+
+_VOCABULARY_CACHE: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+
+
+def vocabulary_embeddings(encoder, names: Sequence[str]) -> np.ndarray:
+    """(V, D) float32 unit text embeddings of a fixed list of names (label or reference
+    vocabularies), kept in memory per encoder name (a few sets per process). An encoder with
+    an ``encode_vocabulary`` method embeds them (the lite encoder keeps them on disk too);
+    any other object with ``encode_text`` works."""
+    key = (getattr(encoder, "name", str(id(encoder))), tuple(names))
+    if key not in _VOCABULARY_CACHE:
+        if len(_VOCABULARY_CACHE) >= 4:
+            _VOCABULARY_CACHE.clear()
+        embed = getattr(encoder, "encode_vocabulary", None) or encoder.encode_text
+        _VOCABULARY_CACHE[key] = np.asarray(embed(list(key[1])), np.float32)
+    return _VOCABULARY_CACHE[key]

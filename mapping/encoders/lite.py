@@ -220,8 +220,9 @@ class LiteEncoder(Encoder):
         return self.text(texts, batch_size=len(texts))
 
     def encode_vocabulary(self, names: Sequence[str]) -> np.ndarray:
-        """:meth:`encode_text` of each name, kept in memory and in the class-embedding cache
-        folder (the 1000 reference names of a query take ~3 s to embed on one CPU thread)."""
+        """:meth:`encode_text` of each name, also kept in the class-embedding cache folder (the
+        1000 reference names of a query take ~3 s to embed on one CPU thread); used by
+        :func:`mapping.encoders.base.vocabulary_embeddings`."""
         key = tuple(check_texts(names, "encode_vocabulary"))
         emb = class_text_embeddings(self.text, tuple((n,) for n in key), "{}", self.cache_dir)
         return emb.numpy().astype(np.float32, copy=False)
