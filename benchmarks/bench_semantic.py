@@ -38,6 +38,10 @@ T, R      keyframes  references  top-1 / top-3  mug   keyboard  monitor  dining 
 ("desktop computer" is never found either.) The chair at the table's end takes "dining
 table" in every map (likely because ImageNet's dining-table photos show chairs), and the classifier ranks
 "computer keyboard" 210-630 and "desktop computer" 5-270 of 1000 on crops of those objects.
+``benchmarks/lite_ceiling.py`` measures this without a map: on square crops centred on each
+object in every 10th frame, the query's margin over the best other ImageNet name separates the
+object's crops from random crops of the same frames with AUC 0.84 (mug), 0.68 (monitor), 0.64
+(chair), 0.56 (keyboard), 0.50 (desktop computer) and 0.36 (dining table).
 """
 
 from __future__ import annotations
