@@ -1,8 +1,9 @@
 """Can the ``lite`` encoder see the annotated redkitchen objects at all? (the ceiling of #3's hit rates)
 
-A text query finds a voxel only where the query's text embedding beats every reference name
-(``QueryConfig.reference_names``) on that voxel's fused embedding; the map cannot hold
-evidence that no single view of the object gives. This script measures that evidence
+A text query's relevancy at a voxel is a sigmoid of the query's margin over the best other
+name (``QueryConfig.reference_names``) on that voxel's fused embedding, and a voxel's
+embedding is a weighted mean of its views' crop embeddings: the map cannot hold evidence
+that no view of the object gives. This script measures that evidence
 directly, without the map:
 
 1. For every ``--stride``-th frame of 7-Scenes redkitchen, each annotated object
@@ -44,22 +45,28 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "7scenes-redkitchen"
 ANNOTATIONS = REPO / "tests" / "data" / "redkitchen_objects.json"
 
 
+def projection(frame, centroid: np.ndarray) -> tuple[np.ndarray | None, float]:
+    """Pixel (2,) of a world point in ``frame`` and its depth (m); the pixel is None when the
+    point is less than 10 cm in front of the camera."""
+    T_cam_world = np.linalg.inv(frame.T_world_cam)
+    p = T_cam_world[:3, :3] @ centroid + T_cam_world[:3, 3]
+    return (frame.camera.project(p[None])[0][0] if p[2] > 0.1 else None), float(p[2])
+
+
 def visible_pixel(frame, centroid: np.ndarray, occlusion_m: float, margin_px: int) -> tuple[float, float] | None:
     """Pixel (u, v) where a world point projects in ``frame``, or None when it is behind the
     camera, outside the image (by ``margin_px``) or hidden by nearer sensor depth."""
-    T_cam_world = np.linalg.inv(frame.T_world_cam)
-    p = T_cam_world[:3, :3] @ centroid + T_cam_world[:3, 3]
-    if p[2] <= 0.1:
+    uv, z = projection(frame, centroid)
+    if uv is None:
         return None
-    uv, _ = frame.camera.project(p[None])
-    u, v = (float(x) for x in uv[0])
+    u, v = (float(x) for x in uv)
     h, w = frame.depth.shape
     if not (margin_px <= u < w - margin_px and margin_px <= v < h - margin_px):
         return None
     iu, iv = int(round(u)), int(round(v))
     patch = frame.depth[max(0, iv - 2) : iv + 3, max(0, iu - 2) : iu + 3]
     valid = patch[np.isfinite(patch) & (patch > 0)]
-    if valid.size and float(np.median(valid)) < p[2] - occlusion_m:
+    if valid.size and float(np.median(valid)) < z - occlusion_m:
         return None
     return u, v
 
@@ -91,13 +98,6 @@ def auc(positive: np.ndarray, negative: np.ndarray) -> float:
         return float("nan")
     diff = positive[:, None] - negative[None, :]
     return float((diff > 0).mean() + 0.5 * (diff == 0).mean())
-
-
-def projection(frame, centroid: np.ndarray) -> np.ndarray | None:
-    """(2,) pixel of a world point in ``frame`` when it is in front of the camera (else None)."""
-    T_cam_world = np.linalg.inv(frame.T_world_cam)
-    p = T_cam_world[:3, :3] @ centroid + T_cam_world[:3, 3]
-    return frame.camera.project(p[None])[0][0] if p[2] > 0.1 else None
 
 
 def summary(ranks: np.ndarray, margins: np.ndarray, background: np.ndarray, views: int) -> dict:
@@ -161,17 +161,19 @@ def main() -> None:
             for q in queries:
                 named = [o for o in objects if q in o["queries"]]
                 views[q] += sum(o in named for o, _ in seen)
-                projected = [uv for uv in (projection(frame, np.asarray(o["centroid"])) for o in named) if uv is not None]
+                projected = [projection(frame, np.asarray(o["centroid"]))[0] for o in named]
+                projected = [uv for uv in projected if uv is not None]
                 r, m = query_scores(emb, query_emb[q], names, name_emb, q)
                 for i, (o, s, c) in enumerate(where):
                     if o is not None and o in named:
                         ranks[q].append(int(r[i]))
                         margins[q].append(float(m[i]))
                     elif o is None and all(np.abs(np.asarray(c) - uv).max() > s / 2 for uv in projected):
-                        background[q].append(float(m[i]))  # no object the query names in the crop's middle half
+                        background[q].append(float(m[i]))  # no object the query names inside the crop
 
     table = {
-        q: summary(np.asarray(ranks[q]), np.asarray(margins[q]), np.asarray(background[q]), views[q]) for q in queries
+        q: summary(np.asarray(ranks[q]), np.asarray(margins[q]), np.asarray(background[q]), views[q])
+        for q in queries
     }
     print(f"{'query':18s} {'views':>5s} {'crops':>5s} {'best':>5s} {'median':>6s} {'rank 1':>7s} {'AUC':>5s} {'>bg p95':>7s}")
     for q, row in table.items():
