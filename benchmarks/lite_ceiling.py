@@ -53,22 +53,17 @@ def projection(frame, centroid: np.ndarray) -> tuple[np.ndarray | None, float]:
     return (frame.camera.project(p[None])[0][0] if p[2] > 0.1 else None), float(p[2])
 
 
-def visible_pixel(frame, centroid: np.ndarray, occlusion_m: float, margin_px: int) -> tuple[float, float] | None:
-    """Pixel (u, v) where a world point projects in ``frame``, or None when it is behind the
-    camera, outside the image (by ``margin_px``) or hidden by nearer sensor depth."""
-    uv, z = projection(frame, centroid)
-    if uv is None:
-        return None
+def is_visible(frame, uv: np.ndarray, z: float, occlusion_m: float, margin_px: int) -> bool:
+    """Whether a point at pixel ``uv`` (2,) and depth ``z`` (m, :func:`projection`) is in the
+    image (by ``margin_px``) and not hidden by sensor depth more than ``occlusion_m`` nearer."""
     u, v = (float(x) for x in uv)
     h, w = frame.depth.shape
     if not (margin_px <= u < w - margin_px and margin_px <= v < h - margin_px):
-        return None
+        return False
     iu, iv = int(round(u)), int(round(v))
     patch = frame.depth[max(0, iv - 2) : iv + 3, max(0, iu - 2) : iu + 3]
     valid = patch[np.isfinite(patch) & (patch > 0)]
-    if valid.size and float(np.median(valid)) < z - occlusion_m:
-        return None
-    return u, v
+    return not (valid.size and float(np.median(valid)) < z - occlusion_m)
 
 
 def square_crop(rgb: np.ndarray, u: float, v: float, size: int) -> np.ndarray:
@@ -138,6 +133,7 @@ def main() -> None:
     annotations = json.loads(ANNOTATIONS.read_text())
     queries: list[str] = annotations["queries"]
     objects = [o for o in annotations["objects"] if any(q in o["queries"] for q in queries)]
+    centroids = [np.asarray(o["centroid"], np.float64) for o in objects]
     sizes = [int(s) for s in args.sizes.split(",")]
     encoder = load_encoder("lite")
     names = resolve_reference_names(QueryConfig().reference_names)
@@ -151,8 +147,12 @@ def main() -> None:
     with open_source(f"7scenes:{args.data}") as src:
         for frame in tqdm(src.frames(stride=args.stride), total=src.count(stride=args.stride), desc="frames"):
             h, w = frame.rgb.shape[:2]
-            pixels = [visible_pixel(frame, np.asarray(o["centroid"]), args.occlusion_m, 8) for o in objects]
-            seen = [(o, uv) for o, uv in zip(objects, pixels) if uv is not None]
+            projected = [projection(frame, c) for c in centroids]  # (pixel or None, depth) per object
+            seen = [
+                (o, uv)
+                for o, (uv, z) in zip(objects, projected)
+                if uv is not None and is_visible(frame, uv, z, args.occlusion_m, margin_px=8)
+            ]
             # (object or None for background, crop size, crop centre (u, v))
             where = [(o, s, uv) for o, uv in seen for s in sizes]
             sizes_bg = np.repeat(sizes, args.background)
@@ -161,14 +161,13 @@ def main() -> None:
             for q in queries:
                 named = [o for o in objects if q in o["queries"]]
                 views[q] += sum(o in named for o, _ in seen)
-                projected = [projection(frame, np.asarray(o["centroid"]))[0] for o in named]
-                projected = [uv for uv in projected if uv is not None]
+                near = [uv for o, (uv, _) in zip(objects, projected) if o in named and uv is not None]
                 r, m = query_scores(emb, query_emb[q], names, name_emb, q)
                 for i, (o, s, c) in enumerate(where):
                     if o is not None and o in named:
                         ranks[q].append(int(r[i]))
                         margins[q].append(float(m[i]))
-                    elif o is None and all(np.abs(np.asarray(c) - uv).max() > s / 2 for uv in projected):
+                    elif o is None and all(np.abs(np.asarray(c) - uv).max() > s / 2 for uv in near):
                         background[q].append(float(m[i]))  # no object the query names inside the crop
 
     table = {

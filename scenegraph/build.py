@@ -207,10 +207,8 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
         warnings.append("the map has no stored views: the mask model was not used")
     elif generator is not None and len(sub):
         t1 = time.perf_counter()
-        if encoder is None and cfg.masks.embed and cfg.embed:
-            from mapping.encoders import load_encoder
-
-            encoder = load_encoder(_encoder_name(sem, info), device=cfg.device)
+        if cfg.masks.embed and cfg.embed:
+            encoder = _map_encoder(encoder, sem, info, cfg.device)
         instance_of, mask_stats = mask_instances(
             surf.points,
             views,
@@ -255,10 +253,7 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
     feat_emb: list[np.ndarray | None] = [None] * n_obj
     choices = [[] for _ in range(n_obj)]
     if n_obj and cfg.embed and (views or sem is not None):
-        if encoder is None:
-            from mapping.encoders import load_encoder
-
-            encoder = load_encoder(_encoder_name(sem, info), device=cfg.device)
+        encoder = _map_encoder(encoder, sem, info, cfg.device)
         if views:
             choices = choose_views(hits, views, object_of, n_obj, cfg.embedding)
             view_emb = embed_objects(choices, views, encoder, cfg.embedding)
@@ -342,11 +337,15 @@ def _make_object(
     )
 
 
-def _encoder_name(sem, info: dict) -> str:
-    """The map's encoder: its feature layer's, else ``map.json``'s semantic stage's, else "lite"."""
-    if sem is not None:
-        return sem.encoder_name
-    return ((info.get("stages") or {}).get("semantic") or {}).get("encoder") or "lite"
+def _map_encoder(encoder, sem, info: dict, device: str):
+    """``encoder`` when given, else the map's encoder loaded on ``device``: its feature
+    layer's, else ``map.json``'s semantic stage's, else "lite"."""
+    if encoder is not None:
+        return encoder
+    from mapping.encoders import load_encoder
+
+    name = sem.encoder_name if sem is not None else ((info.get("stages") or {}).get("semantic") or {}).get("encoder")
+    return load_encoder(name or "lite", device=device)
 
 
 def _config_json(cfg: GraphConfig) -> dict:

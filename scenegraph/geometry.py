@@ -103,8 +103,17 @@ class UnionFind:
     def labels(self) -> np.ndarray:
         """(n,) int64 component label per element, numbered 0..C-1 by first element."""
         n = len(self.parent)
-        roots = np.fromiter((self.find(x) for x in range(n)), dtype=np.int64, count=n)
-        _, first_idx, inv = np.unique(roots, return_index=True, return_inverse=True)
-        rank = np.empty(len(first_idx), np.int64)
-        rank[np.argsort(first_idx, kind="stable")] = np.arange(len(first_idx))
-        return rank[inv]
+        return relabel(np.fromiter((self.find(x) for x in range(n)), dtype=np.int64, count=n))
+
+
+def relabel(labels: np.ndarray) -> np.ndarray:
+    """(N,) int64 labels renumbered 0..K-1 in order of first appearance (-1 stays -1)."""
+    labels = np.asarray(labels)
+    out = np.full(len(labels), -1, np.int64)
+    ok = labels >= 0
+    if ok.any():
+        _, first, inv = np.unique(labels[ok], return_index=True, return_inverse=True)
+        rank = np.empty(len(first), np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        out[ok] = rank[inv.reshape(-1)]
+    return out

@@ -51,6 +51,7 @@ from typing import Any
 import numpy as np
 
 from scenegraph.embedding import EmbeddingConfig
+from scenegraph.geometry import relabel
 from scenegraph.views import View
 from scenegraph.visibility import ViewHits
 from sensors.registry import Registry
@@ -508,17 +509,6 @@ class _Instance:
             self.emb_sum = other.emb_sum.copy() if self.emb_sum is None else self.emb_sum + other.emb_sum
         other.core[:] = False
         other.votes[:] = 0
-
-
-def relabel(labels: np.ndarray) -> np.ndarray:
-    """Labels renumbered 0..K-1 in order of first appearance of each value (-1 stays -1)."""
-    out = np.full(len(labels), -1, np.int64)
-    ok = labels >= 0
-    if ok.any():
-        _, first, inv = np.unique(labels[ok], return_index=True, return_inverse=True)
-        rank = np.argsort(np.argsort(first))
-        out[ok] = rank[inv]
-    return out
 
 
 def merge_with_proposals(object_of: np.ndarray, instance_of: np.ndarray, min_nodes: int) -> np.ndarray:

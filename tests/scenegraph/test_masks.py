@@ -16,6 +16,7 @@ import pytest
 
 from scenegraph.build import GraphConfig, build_scene_graph
 from scenegraph.evaluate import check_against_scene
+from scenegraph.geometry import relabel
 from scenegraph.masks import (
     MaskConfig,
     MaskGenerator,
@@ -23,7 +24,6 @@ from scenegraph.masks import (
     load_mask_generator,
     mask_iou,
     merge_with_proposals,
-    relabel,
 )
 from semmap.cli import main
 from tests.scenegraph.colour_encoder import ColourEncoder
