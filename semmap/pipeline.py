@@ -223,9 +223,18 @@ def _run_loop(frames: Iterator[Frame], stages: Sequence[Stage], state: _LoopStat
 
 
 def save_map(
-    result: MapResult, out_dir: Path | str, source_spec: str, config: MapConfig, stages: Sequence[Stage] = ()
+    result: MapResult,
+    out_dir: Path | str,
+    source_spec: str,
+    config: MapConfig,
+    stages: Sequence[Stage] = (),
+    extra_metadata: dict | None = None,
 ) -> dict[str, Path]:
-    """Write the map directory atomically (map.json last); returns the paths of the files written."""
+    """Write the map directory atomically (map.json last); returns the paths of the files written.
+
+    ``extra_metadata`` (JSON-serialisable) is merged into map.json's top level, e.g. the
+    settings hash that ``semmap batch --resume`` compares.
+    """
     import open3d as o3d
 
     out_dir = Path(out_dir)
@@ -256,6 +265,7 @@ def save_map(
             "tsdf_blocks": result.tsdf.num_blocks,
             "tsdf_memory_mb": result.tsdf.memory_bytes() / 2**20,
             "stages": {st.name: st.metadata() for st in stages},
+            **(extra_metadata or {}),
         }
         (tmp / "map.json").write_text(json.dumps(meta, indent=1))
     return {n: out_dir / n for n in ["map.json", *names]}
