@@ -1,4 +1,4 @@
-"""`semmap eval recon|traj|depth`: measure reconstructions, trajectories and depth maps."""
+"""`semmap eval recon|traj|depth|queries|semantic`: measure reconstructions, trajectories, depth maps and semantics."""
 
 from __future__ import annotations
 
@@ -91,6 +91,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--device", default="cpu", help="torch device of the model")
     d.add_argument("--out", type=Path, default=None, help="folder for depth_metrics.json")
     d.set_defaults(func=cmd_eval_depth)
+
+    q = esub.add_parser(
+        "queries",
+        help="top-1 / top-k hit rates of annotated text queries on a semantic map",
+        description="Answer each annotated query as `semmap query` does (relational ones by the scene graph "
+        "when the map has one) and score it: a result hits an object the query names when its centroid is "
+        "within --tolerance of the object's centroid or inside its box grown by --margin. Prints per-query "
+        "rows and top-1 / top-k, overall and for plain and relational queries; writes query_metrics.json.",
+        epilog="example: semmap eval queries runs/kitchen tests/data/redkitchen_objects.json --top 3",
+    )
+    q.add_argument("map", type=Path, help="map directory written by `semmap map SOURCE --encoder ...`")
+    q.add_argument("annotations", type=Path, help="annotation JSON (objects with centroid and box, queries)")
+    q.add_argument("--top", type=int, default=3, help="results per query for the top-k rate (default 3)")
+    q.add_argument("--tolerance", type=float, default=0.25, help="centroid distance that hits, metres (default 0.25)")
+    q.add_argument("--margin", type=float, default=0.05, help="growth of each annotated box, metres (default 0.05)")
+    q.add_argument("--json", action="store_true", help="print the evaluation as JSON on stdout")
+    q.add_argument("--out", type=Path, default=None, help="folder for query_metrics.json (default: the map)")
+    q.add_argument("--no-files", action="store_true", help="print only; write no files")
+    q.add_argument("--device", default="cpu", help="torch device of the query encoder (default cpu)")
+    q.set_defaults(func=cmd_eval_queries)
 
 
 def _recon_inputs(recon: Path):
@@ -201,4 +221,25 @@ def cmd_eval_depth(args: argparse.Namespace) -> int:
     if args.out is not None:
         path = write_json({"protocol": p, "mean": result.mean, "rows": dict(result.rows)}, args.out / "depth_metrics.json")
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_eval_queries(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from eval.queries import evaluate_queries
+    from eval.report import to_jsonable, write_json
+
+    result = evaluate_queries(
+        args.map, args.annotations, top=args.top, tolerance_m=args.tolerance, margin_m=args.margin, device=args.device
+    )
+    log = sys.stderr if args.json else sys.stdout
+    if args.json:
+        print(json.dumps(to_jsonable(result.to_dict()), indent=1))
+    else:
+        print(result.summary())
+    if not args.no_files:
+        path = write_json(result.to_dict(), (args.out or args.map) / "query_metrics.json")
+        print(f"wrote {path}", file=log)
     return 0
