@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from semmap.stages import add_stage_arguments, build_stages
+
+if TYPE_CHECKING:
+    from semmap.pipeline import MapConfig
 
 
 def _sources_help() -> str:
@@ -41,11 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_map)
 
 
-def cmd_map(args: argparse.Namespace) -> int:
-    from semmap.pipeline import MapConfig, build_map, save_map
-    from sensors import open_source
+def map_config(args: argparse.Namespace) -> MapConfig:
+    """The ``semmap.pipeline.MapConfig`` of parsed ``semmap map`` options (``semmap batch`` uses it too)."""
+    from semmap.pipeline import MapConfig
 
-    cfg = MapConfig(
+    return MapConfig(
         voxel_size_m=args.voxel_size,
         depth_max_m=args.depth_max,
         depth_min_m=args.depth_min,
@@ -56,6 +60,13 @@ def cmd_map(args: argparse.Namespace) -> int:
         min_observations=args.min_observations,
         progress=not args.no_progress,
     )
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from semmap.pipeline import build_map, save_map
+    from sensors import open_source
+
+    cfg = map_config(args)
     stages = build_stages(args)
     with open_source(args.source) as source:
         result = build_map(source, cfg, stages)
