@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -72,17 +73,26 @@ def cmd_query(args: argparse.Namespace) -> int:
         options["threshold"] = args.min_relevancy
     if args.no_reference_names:
         options["reference_names"] = None
-    if args.text is not None and _answer_from_graph(args):
-        return 0
     qcfg = QueryConfig(**options)
-    smap = SemanticMap.load(args.map, device=args.device, query_config=qcfg)
+    load = functools.cache(lambda: SemanticMap.load(args.map, device=args.device, query_config=qcfg))  # loaded once
+    log = sys.stderr if args.json else sys.stdout
     if args.image is not None:
+        smap = load()
         result = smap.query_image(_read_image(args.image), top=args.top)
         name = f"image-{slug(args.image.stem)}"
     else:
-        result = smap.query(args.text, top=args.top)
-        name = slug(args.text)
-    log = sys.stderr if args.json else sys.stdout
+        from scenegraph.answer import answer_text
+        from scenegraph.graph import SCENE_GRAPH_FILE, SceneGraph
+
+        graph_file = args.map / SCENE_GRAPH_FILE
+        graph = (lambda: SceneGraph.load(graph_file)) if graph_file.is_file() else None
+        ans = answer_text(args.text, args.top, load, graph, where=str(args.map))
+        for note in ans.notes:
+            print(f"note: {note}", file=log)
+        if ans.path == "graph":
+            _print_graph_answer(args, ans)
+            return 0
+        smap, result, name = load(), ans.voxel_result, slug(args.text)
     if args.json:
         print(json.dumps([r.to_dict() for r in result.regions], indent=1))
     else:
@@ -98,38 +108,17 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _answer_from_graph(args: argparse.Namespace) -> bool:
-    """Answer a relational query ("the mug on the table") from the scene graph; False if not one.
-
-    Says so when the text has a relation word that does not parse, or when the map has no
-    scene graph yet; the caller then answers it as a plain text query.
-    """
-    from scenegraph.query import answer, parse_query
-
-    parsed = parse_query(args.text)
-    log = sys.stderr if args.json else sys.stdout
-    if parsed.fallback:
-        print(f"note: {parsed.note}", file=log)
-        return False
-    if not parsed.relational:
-        return False
-    if not (args.map / "scene_graph.json").is_file():
-        print(f"note: {args.map} has no scene graph (run `semmap graph {args.map}`); "
-              "answering as plain text", file=log)
-        return False
-    results = answer(args.map, args.text, top=args.top)
-    if results.message:
-        print(f"note: {results.message}", file=log)
+def _print_graph_answer(args: argparse.Namespace, ans) -> None:
+    """Print a scene-graph answer (JSON, or a table naming subject, relation and partner)."""
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=1))
-        return True
+        print(json.dumps(ans.results, indent=1))
+        return
+    parsed, results = ans.graph_answer.parsed, ans.results
     print(f"'{args.text}': {parsed.subject} {parsed.relation} {parsed.object} ({len(results)} pair(s), scene graph)")
     print(f"  {'rank':>4} {'score':>6} {'centroid (m)':>26}  subject / partner")
-    for k, r in enumerate(results, 1):
-        d = r.to_dict()
+    for k, d in enumerate(results, 1):
         c = " ".join(f"{v:7.2f}" for v in d["centroid"])
         print(f"  {k:>4} {d['score']:>6.3f} {c:>26}  {d['name']} {d.get('relation', '')} {d.get('partner_name', '')}")
-    return True
 
 
 def _print_table(result) -> None:
