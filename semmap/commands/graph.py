@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scenegraph.build import GraphConfig
 
 ORDER = 25
 
@@ -39,25 +43,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_graph)
 
 
-def cmd_graph(args: argparse.Namespace) -> int:
-    import time
-
-    from scenegraph.build import GraphConfig, build_scene_graph
+def graph_config(args: argparse.Namespace) -> GraphConfig:
+    """The ``scenegraph.build.GraphConfig`` of parsed ``semmap graph`` options (``semmap batch`` uses it too)."""
+    from scenegraph.build import GraphConfig
     from scenegraph.masks import MaskConfig
-    from scenegraph.report import summary_table, write_outputs
     from scenegraph.vocabulary import load_vocabulary
 
     if args.vocab_only and args.vocab is None:
         raise ValueError("--vocab-only needs --vocab FILE")
     points = {} if args.mask_points is None else {"points_per_side": args.mask_points}
     masks = MaskConfig(model=args.masks, device=args.device, **points)
-    cfg = GraphConfig(
+    return GraphConfig(
         node_size_m=args.node_size,
         vocabulary=load_vocabulary(args.vocab, extend=not args.vocab_only),
         embed=not args.no_embed,
         device=args.device,
         masks=masks,
     )
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    import time
+
+    from scenegraph.build import build_scene_graph
+    from scenegraph.report import summary_table, write_outputs
+
+    cfg = graph_config(args)
     t0 = time.perf_counter()
     graph = build_scene_graph(args.map, cfg)
     elapsed = time.perf_counter() - t0
