@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from eval.recon import ReconMetrics
 
 ORDER = 30
 
@@ -133,9 +137,9 @@ def _recon_inputs(recon: Path):
     return recon, None, None
 
 
-def cmd_eval_recon(args: argparse.Namespace) -> int:
+def recon_metrics(args: argparse.Namespace) -> ReconMetrics:
+    """``eval.recon.evaluate_reconstruction`` with parsed ``semmap eval recon`` options (``semmap batch`` uses it too)."""
     from eval.recon import Culling, evaluate_reconstruction
-    from eval.report import write_recon_report
 
     mesh_path, camera, poses = _recon_inputs(args.recon)
     if args.cull and camera is None:
@@ -144,7 +148,7 @@ def cmd_eval_recon(args: argparse.Namespace) -> int:
     if args.cull:
         step = max(1, len(poses) // 100)  # at most ~100 culling renders
         culling = Culling(camera, poses[::step], max_depth_m=args.cull_depth_max)
-    metrics = evaluate_reconstruction(
+    return evaluate_reconstruction(
         mesh_path,
         args.gt,
         mode=args.mode,
@@ -152,6 +156,12 @@ def cmd_eval_recon(args: argparse.Namespace) -> int:
         thresholds_m=tuple(args.thresholds),
         culling=culling,
     )
+
+
+def cmd_eval_recon(args: argparse.Namespace) -> int:
+    from eval.report import write_recon_report
+
+    metrics = recon_metrics(args)
     out = args.out or (args.recon if args.recon.is_dir() else args.recon.parent)
     paths = write_recon_report(metrics, out)
     print(metrics.summary())
