@@ -32,6 +32,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", help="dataset folder, 'name:/path' (e.g. 7scenes:/data/kitchen), or 'realsense'")
     p.add_argument("--out", required=True, type=Path, help="map directory to write (replaced atomically)")
+    add_map_arguments(p)
+    p.set_defaults(func=cmd_map)
+
+
+def add_map_arguments(p: argparse.ArgumentParser) -> None:
+    """The mapping options of ``semmap map`` (all but SOURCE and --out), stages included;
+    ``semmap serve --live`` takes the same."""
     p.add_argument("--voxel-size", type=float, default=0.02, help="TSDF voxel edge in metres (default 0.02)")
     p.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (after striding)")
@@ -42,7 +49,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="'cpu' or 'cuda[:N]' (default cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_stage_arguments(p)
-    p.set_defaults(func=cmd_map)
 
 
 def map_config(args: argparse.Namespace) -> MapConfig:
