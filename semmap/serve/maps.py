@@ -367,6 +367,7 @@ def mesh_ply_bytes(snapshot: MapSnapshot) -> bytes:
 
 __all__ = [
     "EncoderCache",
+    "GraphBuilder",
     "MapSnapshot",
     "MapStore",
     "MissingLayer",
@@ -376,3 +377,71 @@ __all__ = [
     "load_map_snapshot",
     "mesh_ply_bytes",
 ]
+
+
+class GraphBuilder:
+    """Rebuilds scene graphs on request, in a background thread, one build per map at a time.
+
+    Args:
+        store: the served maps; a build publishes the map's current snapshot with the new
+            graph, ``graph_updated`` and ``graph_status``.
+        encoders: the shared encoders (the graph embeds with the map's encoder).
+        device: torch device of the graph build.
+
+    A map's directory comes from ``directory(name)``: a context manager yielding a finished
+    map directory to read (a loaded map's own directory, or a live map's temporary copy).
+    """
+
+    def __init__(self, store: MapStore, encoders: EncoderCache, device: str = "cpu") -> None:
+        self.store = store
+        self.encoders = encoders
+        self.device = device
+        self._lock = threading.Lock()
+        self._running: dict[str, threading.Thread] = {}
+        self.directories: dict[str, Callable[[], Any]] = {}
+
+    def request(self, name: str) -> str:
+        """Start rebuilding ``name``'s graph; "building", or "already building" when one runs.
+
+        Raises:
+            KeyError: unknown map; MissingLayer: the map has no directory to build from.
+        """
+        snap = self.store.get(name)
+        if name not in self.directories and snap.directory is None:
+            raise MissingLayer(f"map {name!r} has no map directory to build a scene graph from")
+        with self._lock:
+            t = self._running.get(name)
+            if t is not None and t.is_alive():
+                return "already building"
+            self.store.update(name, lambda s: replace(s, graph_status="building"))
+            t = threading.Thread(target=self._build, args=(name,), name=f"graph-{name}", daemon=True)
+            self._running[name] = t
+            t.start()
+        return "building"
+
+    def wait(self, name: str, timeout: float | None = None) -> None:
+        """Block until the current build of ``name`` (if any) ends."""
+        with self._lock:
+            t = self._running.get(name)
+        if t is not None:
+            t.join(timeout)
+
+    def _build(self, name: str) -> None:
+        from contextlib import nullcontext
+
+        from scenegraph.build import GraphConfig, build_scene_graph
+
+        try:
+            snap = self.store.get(name)
+            provider = self.directories.get(name) or (lambda: nullcontext(snap.directory))
+            encoder = self.encoders.get(snap.encoder_name) if snap.encoder_name else None
+            with provider() as directory:
+                graph = build_scene_graph(directory, GraphConfig(device=self.device), encoder=encoder)
+            genc = self.encoders.get(graph.encoder) if graph.has_embeddings and graph.encoder else None
+            done = time.time()
+            self.store.update(
+                name, lambda s: replace(s, graph=graph, graph_encoder=genc, graph_updated=done, graph_status="idle")
+            )
+        except Exception as e:  # reported through /maps, the service keeps running
+            msg = f"error: {type(e).__name__}: {e}"
+            self.store.update(name, lambda s: replace(s, graph_status=msg))
