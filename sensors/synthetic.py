@@ -149,7 +149,10 @@ class MeshRenderer:
 
         self._o3c = o3d.core
         self.name = str(mesh) if isinstance(mesh, (str, Path)) else type(mesh).__name__
+        self.instance_labels: tuple[str, ...] | None = None
+        """Class label of each instance id (from a ``SyntheticScene``), or None."""
         if isinstance(mesh, SyntheticScene):
+            self.instance_labels = tuple(inst.label for inst in mesh.instances)
             if triangle_instance is None:
                 triangle_instance = mesh.triangle_instance
             mesh = mesh.mesh
@@ -620,12 +623,15 @@ class SyntheticFrameTruth:
         depth_m: (H, W) float32 clean rendered depth, metres (0 = no hit).
         instance_ids: (H, W) int64 instance per pixel (-1 = none), or None.
         primitive_ids: (H, W) int64 triangle per pixel (-1 = none).
+        instance_labels: class label of each instance id (``instance_labels[instance_ids]``
+            is the class of a pixel), or None when the mesh has no labelled instances.
     """
 
     T_world_cam: np.ndarray
     depth_m: np.ndarray
     instance_ids: np.ndarray | None
     primitive_ids: np.ndarray
+    instance_labels: tuple[str, ...] | None = None
 
 
 class SyntheticSource(IndexedSource):
@@ -762,6 +768,7 @@ class SyntheticSource(IndexedSource):
                 depth_m=view.depth_m,
                 instance_ids=view.instance_ids,
                 primitive_ids=view.primitive_ids,
+                instance_labels=self.renderer.instance_labels,
             )
         return Frame(
             rgb=view.rgb,
@@ -774,3 +781,116 @@ class SyntheticSource(IndexedSource):
             name=f"{self.name}#{i}",
             extras=extras,
         )
+
+
+# --------------------------------------------------------------------------- labelled ground truth
+GT_MESH_FILE = "gt_mesh_labels.ply"
+GT_CLASSES_FILE = "gt_classes.json"
+GT_ANNOTATIONS_FILE = "gt_objects.json"
+_RELATION_WORDS = {"on": "on", "inside": "in", "next_to": "next to", "against": "against"}
+"""Generated relation -> the phrase of its text query (``scenegraph.query.RELATION_PHRASES``)."""
+
+
+def scene_classes(scene: SyntheticScene) -> list[str]:
+    """The scene's class labels, sorted; class id ``k + 1`` is ``scene_classes(scene)[k]`` (0 = unlabelled)."""
+    return sorted({inst.label for inst in scene.instances})
+
+
+def vertex_labels(scene: SyntheticScene) -> tuple[np.ndarray, np.ndarray]:
+    """(V,) int32 instance id and (V,) int32 class id (1-based, see :func:`scene_classes`) of every mesh vertex.
+
+    Each instance's vertices are used by its triangles only, so a vertex takes the
+    instance of any triangle that uses it; unused vertices get instance -1, class 0.
+    """
+    tri = np.asarray(scene.mesh.triangles, dtype=np.int64)
+    inst = np.full(len(scene.mesh.vertices), -1, np.int32)
+    for k in range(3):
+        inst[tri[:, k]] = scene.triangle_instance
+    names = scene_classes(scene)
+    cls_of_inst = np.array([names.index(i.label) + 1 for i in scene.instances], np.int32)
+    cls = np.where(inst >= 0, cls_of_inst[np.maximum(inst, 0)], 0).astype(np.int32)
+    return inst, cls
+
+
+def scene_annotations(scene: SyntheticScene) -> dict:
+    """Query annotations of a generated scene in the format of ``eval.queries`` (and of
+    ``tests/data/redkitchen_objects.json``): every non-structure instance (id = its name,
+    centroid = its box centre), one plain query per object class (its label, answered by
+    every instance of it) and one relational query per generated relation between two
+    object classes or an object class and the floor / a wall ("the mug on the table",
+    "the box in the shelf", "the chair next to the table"), answered by every instance
+    of the subject class that has that relation to an instance of the object class."""
+    inst = scene.instances
+    objects = [
+        {
+            "id": i.name,
+            "label": i.label,
+            "queries": [i.label],
+            "centroid": [round(float(x), 4) for x in i.center],
+            "bbox_min": [round(float(x), 4) for x in i.bbox_min],
+            "bbox_max": [round(float(x), 4) for x in i.bbox_max],
+        }
+        for i in inst
+        if not i.is_structure
+    ]
+    queries: list = sorted({i.label for i in inst if not i.is_structure})
+    relational: dict[str, set[str]] = {}
+    for s, r, o in scene.relations:
+        if r not in _RELATION_WORDS or inst[s].is_structure:
+            continue
+        text = f"the {inst[s].label} {_RELATION_WORDS[r]} the {inst[o].label}"
+        relational.setdefault(text, set()).add(inst[s].name)
+    queries += [{"text": t, "objects": sorted(ids)} for t, ids in sorted(relational.items())]
+    return {
+        "dataset": f"generated room (sensors.scenes.make_room, seed {scene.seed})",
+        "frame": "world frame of the generated scene, metres, z up",
+        "protocol": "a query hits an object it names when a result centroid is within the tolerance of the "
+        "object centroid or inside its box grown by the margin (eval.queries)",
+        "hit_radius_m": 0.25,
+        "queries": queries,
+        "objects": objects,
+    }
+
+
+def write_labelled_ground_truth(scene: SyntheticScene, directory: Path | str) -> dict[str, Path]:
+    """Write a generated scene's labelled ground truth into ``directory``.
+
+    Files: :data:`GT_MESH_FILE` (binary PLY, world frame, metres: vertex x, y, z, uchar
+    red/green/blue, int ``instance`` and int ``label`` = class id, and the triangles),
+    :data:`GT_CLASSES_FILE` (``{"classes": [{"id", "name"}], "instances": [{"id", "name",
+    "class_id"}], "unlabelled_id": 0}``) and :data:`GT_ANNOTATIONS_FILE`
+    (:func:`scene_annotations`). Returns {"mesh", "classes", "annotations"} -> path.
+    """
+    import json
+
+    from sensors.ply import write_ply
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    v = np.asarray(scene.mesh.vertices)
+    rgb = np.clip(np.rint(np.asarray(scene.mesh.vertex_colors) * 255.0), 0, 255).astype(np.uint8)
+    inst, cls = vertex_labels(scene)
+    names = scene_classes(scene)
+    vertex = {
+        "x": v[:, 0].astype(np.float32),
+        "y": v[:, 1].astype(np.float32),
+        "z": v[:, 2].astype(np.float32),
+        "red": rgb[:, 0],
+        "green": rgb[:, 1],
+        "blue": rgb[:, 2],
+        "instance": inst,
+        "label": cls,
+    }
+    mesh_path = write_ply(directory / GT_MESH_FILE, vertex, np.asarray(scene.mesh.triangles))
+    classes = {
+        "classes": [{"id": k + 1, "name": n} for k, n in enumerate(names)],
+        "instances": [{"id": i.id, "name": i.name, "class_id": names.index(i.label) + 1} for i in scene.instances],
+        "unlabelled_id": 0,
+        "label_attribute": "label",
+        "source": f"sensors.scenes.make_room(seed={scene.seed})",
+    }
+    classes_path = directory / GT_CLASSES_FILE
+    classes_path.write_text(json.dumps(classes, indent=1))
+    ann_path = directory / GT_ANNOTATIONS_FILE
+    ann_path.write_text(json.dumps(scene_annotations(scene), indent=1))
+    return {"mesh": mesh_path, "classes": classes_path, "annotations": ann_path}

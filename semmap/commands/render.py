@@ -13,10 +13,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "render",
         help="render an RGB-D sequence from a mesh along a trajectory",
         description="Ray-cast a triangle mesh (vertex colours) along a trajectory and write a folder "
-        "sequence (rgb/, depth/, semmap.json) that `semmap map` reads.",
+        "sequence (rgb/, depth/, semmap.json) that `semmap map` reads. MESH 'room' renders the generated "
+        "room of --seed along an orbit and also writes its labelled ground truth (gt_mesh_labels.ply with "
+        "per-vertex instance and class ids, gt_classes.json, gt_objects.json query annotations) for "
+        "`semmap eval semantic` and `semmap eval queries`.",
+        epilog="example: semmap render room --seed 3 --frames 60 --width 320 --height 240 --out runs/room3",
     )
-    q.add_argument("mesh", type=Path, help="triangle mesh with vertex colours (.ply/.obj)")
-    q.add_argument("--traj", required=True, type=Path, help="camera-to-world trajectory (TUM, 4x4-per-line or .log)")
+    q.add_argument("mesh", type=Path, help="triangle mesh with vertex colours (.ply/.obj), or 'room'")
+    q.add_argument(
+        "--traj", type=Path, default=None, help="camera-to-world trajectory (TUM, 4x4-per-line or .log); room: orbit"
+    )
+    q.add_argument("--frames", type=int, default=120, help="room: orbit length in frames (default 120)")
     q.add_argument("--out", required=True, type=Path, help="output folder")
     q.add_argument("--width", type=int, default=640)
     q.add_argument("--height", type=int, default=480)
@@ -27,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--stride", type=int, default=1, help="render every N-th pose")
     q.add_argument("--max-frames", type=int, default=None)
     q.add_argument("--noise", default="none", help="depth noise preset: none, kinect, heavy")
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=int, default=0, help="noise seed, and the room's layout seed")
     q.set_defaults(func=cmd_render)
 
 
@@ -46,8 +53,17 @@ def cmd_render(args: argparse.Namespace) -> int:
         args.width,
         args.height,
     )
-    traj = read_trajectory(args.traj)
-    source = SyntheticSource(args.mesh, traj, camera=camera, noise=args.noise, noise_seed=args.seed)
+    mesh, room = args.mesh, str(args.mesh) == "room"
+    if room:
+        from sensors.scenes import make_room, orbit_trajectory
+
+        mesh = make_room(seed=args.seed)
+        traj = read_trajectory(args.traj) if args.traj is not None else orbit_trajectory(mesh, args.frames)
+    elif args.traj is None:
+        raise ValueError("--traj is required for a mesh file (only 'room' has a default orbit)")
+    else:
+        traj = read_trajectory(args.traj)
+    source = SyntheticSource(mesh, traj, camera=camera, noise=args.noise, noise_seed=args.seed)
     from tqdm import tqdm
 
     frames = tqdm(
@@ -57,5 +73,12 @@ def cmd_render(args: argparse.Namespace) -> int:
         unit="frame",
     )
     out = write_folder_sequence(frames, args.out)
+    gt_paths = {}
+    if room:
+        from sensors.synthetic import write_labelled_ground_truth
+
+        gt_paths = write_labelled_ground_truth(mesh, out)
     print(f"wrote rendered sequence to {out}/ (read it with: semmap map {out} --out MAPDIR)")
+    for what, path in gt_paths.items():
+        print(f"  ground truth {what}: {path}")
     return 0
