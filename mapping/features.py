@@ -63,6 +63,11 @@ FEATURE_STRATEGIES.register(
     "mapping.features:SegmentFeatures",
     "object-level crops of RGB-D image segments fused with the global frame embedding (ConceptFusion-style)",
 )
+FEATURE_STRATEGIES.register(
+    "oracle",
+    "mapping.oracle_features:OracleFeatures",
+    "class-name text embeddings on the true instance masks (synthetic sources only; the pipeline's ceiling)",
+)
 
 
 @dataclass
@@ -191,6 +196,11 @@ class DenseExtractor(ABC):
     def __call__(self, rgb: np.ndarray, depth_m: np.ndarray | None = None) -> DenseFeatures:
         """(H, W, 3) uint8 RGB (and optionally its registered (H, W) depth in metres, 0 =
         invalid, which a strategy may use) -> dense features at 1/stride resolution."""
+
+    def extract_frame(self, frame) -> DenseFeatures:
+        """Features of a ``sensors.Frame``: ``self(frame.rgb, frame.depth)``; strategies that need
+        more of the frame (``oracle``: its ground truth) override this."""
+        return self(frame.rgb, frame.depth)
 
     def describe(self) -> dict[str, Any]:
         """Settings, for map metadata."""

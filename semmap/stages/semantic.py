@@ -127,7 +127,7 @@ class SemanticStage(Stage):
 
     def _extract(self, frame: Frame):
         with torch_threads(self.config.torch_threads):
-            return self.extractor(frame.rgb, frame.depth)
+            return self.extractor.extract_frame(frame)
 
     def finish(self, result: MapResult) -> None:
         if len(self.grid) == 0:
