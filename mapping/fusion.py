@@ -20,7 +20,7 @@ attribute       dtype      meaning
 Bytes per voxel: 2 D + 8 + 4 + 4 (D = embedding dimension), e.g. 784 for D = 384
 (``lite``) and 1040 for D = 512 (CLIP ViT-B). A room-sized map at 5 cm keeps on the order
 of 10^4 to 10^5 surface voxels: 40 000 voxels x 784 B = 31 MB for ``lite``. Runtime lookup
-adds a sorted copy of the keys and a row permutation (16 B per voxel).
+adds an Open3D hash map from key to row (16 B per voxel plus the table's spare capacity).
 
 Fusion of a frame (:meth:`FeatureGrid.fuse_frame`): every feature pixel with valid
 depth is back-projected from its centre with the frame's depth (or a raycast of the TSDF)
@@ -58,6 +58,22 @@ def pack_keys(coords: np.ndarray) -> np.ndarray:
         raise ValueError(f"voxel index out of range [-{_OFFSET}, {_OFFSET}): {c.min()}..{c.max()}")
     c = c + _OFFSET
     return (c[:, 0] << (2 * _BITS)) | (c[:, 1] << _BITS) | c[:, 2]
+
+
+def _mix_keys(keys: np.ndarray) -> np.ndarray:
+    """(N,) int64 packed keys -> (N, 1) int64 scrambled keys, a bijection (splitmix64's finaliser).
+
+    Open3D's hash of an int64 key barely mixes its bits, and packed keys differ in a few
+    bits at fixed places, so unscrambled they collide: 11 000 lookups in a 200 000-voxel
+    grid took 4.7 s; scrambled, 1 ms.
+    """
+    x = np.ascontiguousarray(keys, np.int64).reshape(-1, 1).view(np.uint64).copy()
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x.view(np.int64)
 
 
 def unpack_keys(keys: np.ndarray) -> np.ndarray:
@@ -157,9 +173,10 @@ def fusion_weights(
 class FeatureGrid:
     """Sparse voxel grid of fused embeddings (see module docstring).
 
-    Rows are kept in insertion order in capacity-doubling buffers; a sorted copy of the
-    keys (``_sorted_keys``, with the row of each in ``_sorted_rows``) answers lookups by
-    binary search.
+    Rows are kept in insertion order in capacity-doubling numpy buffers; an Open3D
+    ``core.HashMap`` (scrambled int64 key, :func:`_mix_keys` -> int64 row) answers lookups
+    and takes new keys in amortised O(1) each, so fusing a frame costs the same whatever
+    the map's size.
 
     Args:
         voxel_size_m: voxel edge, metres.
@@ -178,8 +195,65 @@ class FeatureGrid:
         self._emb = np.empty((0, self.dim), np.float16)
         self._weight = np.empty(0, np.float32)
         self._count = np.empty(0, np.int32)
-        self._sorted_keys = np.empty(0, np.int64)
-        self._sorted_rows = np.empty(0, np.int64)
+        self._index = None  # open3d.core.HashMap, built on the first insert
+
+    @classmethod
+    def from_arrays(
+        cls,
+        voxel_size_m: float,
+        keys: np.ndarray,
+        embeddings: np.ndarray,
+        weights: np.ndarray,
+        counts: np.ndarray,
+    ) -> FeatureGrid:
+        """A grid holding the given voxels, rows in the given order.
+
+        Args:
+            voxel_size_m: voxel edge, metres.
+            keys: (N,) int64 packed voxel keys (:func:`pack_keys`), unique.
+            embeddings: (N, D) running means (stored as float16).
+            weights: (N,) accumulated fusion weights.
+            counts: (N,) feature pixels fused.
+
+        Raises:
+            ValueError: inconsistent shapes or duplicate keys.
+        """
+        keys = np.ascontiguousarray(keys, np.int64)
+        emb = np.asarray(embeddings)
+        weights = np.ascontiguousarray(weights, np.float32)
+        counts = np.ascontiguousarray(counts, np.int32)
+        n = len(keys)
+        if keys.ndim != 1 or emb.ndim != 2 or emb.shape[0] != n or weights.shape != (n,) or counts.shape != (n,):
+            raise ValueError(
+                f"inconsistent feature grid: keys {keys.shape}, embeddings {emb.shape}, "
+                f"weights {weights.shape}, counts {counts.shape}"
+            )
+        g = cls(voxel_size_m, emb.shape[1])
+        g._n = n
+        g._keys, g._emb = keys, np.ascontiguousarray(emb, np.float16)
+        g._weight, g._count = weights, counts
+        if n and not g._index_insert(keys, np.arange(n, dtype=np.int64)):
+            raise ValueError("duplicate voxel keys")
+        return g
+
+    def _index_insert(self, keys: np.ndarray, rows: np.ndarray) -> bool:
+        """Add (M,) keys -> (M,) rows to the hash index; False if any key was already there."""
+        import open3d.core as o3c
+
+        if self._index is None:
+            self._index = o3c.HashMap(
+                max(2 * len(keys), 1024),
+                key_dtype=o3c.int64,
+                key_element_shape=(1,),
+                value_dtypes=[o3c.int64],
+                value_element_shapes=[(1,)],
+                device=o3c.Device("CPU:0"),
+            )
+        _, inserted = self._index.insert(
+            o3c.Tensor.from_numpy(_mix_keys(keys)),
+            o3c.Tensor.from_numpy(np.ascontiguousarray(rows, np.int64).reshape(-1, 1)),
+        )
+        return bool(inserted.numpy().all())
 
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
@@ -236,12 +310,15 @@ class FeatureGrid:
     def find(self, keys: np.ndarray) -> np.ndarray:
         """(M,) packed keys -> (M,) int64 rows, -1 where the voxel is not in the grid."""
         keys = np.asarray(keys, np.int64)
-        if self._n == 0:
-            return np.full(keys.shape, -1, np.int64)
-        pos = np.searchsorted(self._sorted_keys, keys)
-        pos_c = np.minimum(pos, self._n - 1)
-        hit = self._sorted_keys[pos_c] == keys
-        return np.where(hit, self._sorted_rows[pos_c], -1)
+        rows = np.full(keys.shape, -1, np.int64)
+        if self._n == 0 or keys.size == 0:
+            return rows
+        import open3d.core as o3c
+
+        buf, hit = self._index.find(o3c.Tensor.from_numpy(_mix_keys(keys)))
+        hit = hit.numpy().reshape(keys.shape)
+        rows[hit] = self._index.value_tensor().numpy()[buf.numpy().reshape(keys.shape)[hit], 0]
+        return rows
 
     def lookup(self, points_world: np.ndarray) -> np.ndarray:
         """(M, 3) world points -> (M,) rows of their voxels, -1 where there is none."""
@@ -313,11 +390,8 @@ class FeatureGrid:
         self._count[s] = count.astype(np.int32)
         new_rows = np.arange(self._n, need, dtype=np.int64)
         self._n = need
-        # keys are unique and absent: insert them into the sorted index
-        o = np.argsort(keys)
-        ins = np.searchsorted(self._sorted_keys, keys[o])
-        self._sorted_keys = np.insert(self._sorted_keys, ins, keys[o])
-        self._sorted_rows = np.insert(self._sorted_rows, ins, new_rows[o])
+        # keys are unique and absent from the grid (fuse_points looked them up)
+        self._index_insert(keys, new_rows)
 
     def fuse_frame(
         self,
@@ -394,15 +468,10 @@ class FeatureGrid:
                 f"{path}: inconsistent feature grid: {n} keys, embeddings {emb.shape}, "
                 f"weights {weights.shape}, counts {counts.shape}"
             )
-        g = cls(voxel, emb.shape[1] if emb.ndim == 2 else 1)
-        g._n = n
-        g._keys, g._emb = keys, np.ascontiguousarray(emb, np.float16)
-        g._weight, g._count = weights, counts
-        order = np.argsort(keys)
-        g._sorted_keys, g._sorted_rows = keys[order], order.astype(np.int64)
-        if n > 1 and not (np.diff(g._sorted_keys) > 0).all():
-            raise ValueError(f"{path}: duplicate voxel keys")
-        return g
+        try:
+            return cls.from_arrays(voxel, keys, emb, weights, counts)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
 
 
 def describe_grid(grid: FeatureGrid) -> dict:
