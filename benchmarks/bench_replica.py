@@ -93,7 +93,7 @@ def run(noise: str, step: int, voxel: float, samples: int, out_root: Path, poses
     if poses == "estimate":
         render = {"model_render": model_render} if model_render else {}
         tracker_cfg = TrackerConfig(depth_min_m=cfg.depth_min_m, depth_max_m=cfg.depth_max_m, **render)
-        stages = [TrackingStage(tracker_cfg, force=True, reopen=lambda: source)]
+        stages = [TrackingStage(tracker_cfg, force=True)]
     t0 = time.perf_counter()
     result = build_map(source, cfg, stages)
     t_map = time.perf_counter() - t0

@@ -6,6 +6,17 @@ The map directory (written atomically, see ``mapping.atomic``) holds:
 - ``mesh.ply``: the marching-cubes surface, vertex colours, world frame, metres;
 - ``trajectory.tum``: the camera poses that were integrated (TUM format);
 - ``map.json``: metadata written last (format version, source, frames, timings).
+
+Pose corrections (e.g. a loop closure found after the last frame): a stage that may correct
+poses says so (:attr:`Stage.corrects_poses`); the loop then keeps every integrated frame as
+it was integrated (``mapping.reintegration.FrameStore``: depth after the depth stage, its
+weights and source tag, colour, pose). When that stage's ``finish`` returns corrected poses,
+the map is re-integrated from those frames at the corrected poses
+(``mapping.reintegration.reintegrate``), the trajectory is replaced, and every stage's
+:meth:`Stage.on_poses_corrected` receives the final pose of each integrated frame, so that
+features, views and anything else a stage keeps move with the geometry. ``build_map``
+returns only after all of it: a caller that publishes its result (the live service) sees
+one consistent map.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mapping.atomic import atomic_directory
+from mapping.reintegration import FrameStore, RetentionConfig, reintegrate
 from mapping.tsdf import TSDFConfig, TSDFMap
 from sensors.base import FrameSource
 from sensors.camera import Camera
@@ -63,6 +75,8 @@ class MapConfig:
     """Frames a voxel needs before it counts as surface in the mesh."""
     progress: bool = True
     """Show a progress bar."""
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
+    """How integrated frames are kept for re-integration when a stage may correct poses."""
 
     def tsdf_config(self) -> TSDFConfig:
         return TSDFConfig(
@@ -87,10 +101,20 @@ class MapResult:
     camera: Camera | None = None
     stopped_early: str | None = None
     """Why the run ended before the source did (Ctrl-C, a stage's StopMapping), or None."""
+    frame_indices: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """(N,) int64 ``Frame.index`` of each trajectory row (the integrated frames, in order)."""
+    pose_corrections: list[dict] = field(default_factory=list)
+    """One entry per applied pose correction: the stage, frames moved, largest move, re-integrated frames."""
+    retention: dict | None = None
+    """``FrameStore.describe()`` of the frames kept for re-integration, or None when none were kept."""
 
     @property
     def frames_integrated(self) -> int:
         return len(self.trajectory)
+
+    def poses_by_index(self) -> dict[int, np.ndarray]:
+        """``Frame.index`` -> (4, 4) ``T_world_cam`` of every integrated frame."""
+        return {int(i): T for i, T in zip(self.frame_indices, self.trajectory.T_world_cam)}
 
 
 class SkipFrame(Exception):
@@ -110,13 +134,24 @@ class Stage:
     The loop calls, per frame, every stage's ``before_integrate`` in order (each may
     return a changed frame, e.g. with filled depth or an estimated pose, or raise
     :class:`SkipFrame`), integrates the frame into the TSDF, then every stage's
-    ``after_integrate``. After the last frame it calls ``finish`` (which may replace
-    ``result.tsdf`` / ``result.trajectory``, e.g. after loop closure), and when the map
-    is saved, ``save_into`` (files beside the TSDF) and ``metadata`` (into map.json).
+    ``after_integrate``. After the last frame it calls every stage's ``finish`` in order;
+    a stage whose :attr:`corrects_poses` is true may return corrected poses from it, and the
+    pipeline then re-integrates the map and calls every stage's ``on_poses_corrected``
+    (see the module docstring). When the map is saved: ``save_into`` (files beside the
+    TSDF) and ``metadata`` (into map.json). Before the first frame, ``begin`` tells each
+    stage whether poses may be corrected later (so it keeps what re-posing needs).
     Time spent in each stage is reported under its ``name``.
     """
 
     name: str = "stage"
+
+    @property
+    def corrects_poses(self) -> bool:
+        """True when ``finish`` may return corrected poses (the loop then keeps the integrated frames)."""
+        return False
+
+    def begin(self, poses_may_change: bool) -> None:
+        """Called once before the first frame; ``poses_may_change``: some stage may correct poses after the last."""
 
     def before_integrate(self, frame: Frame, tsdf: TSDFMap) -> Frame:
         return frame
@@ -124,8 +159,14 @@ class Stage:
     def after_integrate(self, frame: Frame, tsdf: TSDFMap) -> None:
         pass
 
-    def finish(self, result: MapResult) -> None:
-        pass
+    def finish(self, result: MapResult) -> dict[int, np.ndarray] | None:
+        """After the last frame. May return corrected poses (``Frame.index`` -> (4, 4) ``T_world_cam``,
+        only when :attr:`corrects_poses`); frames left out keep their pose."""
+        return None
+
+    def on_poses_corrected(self, corrected: dict[int, np.ndarray], result: MapResult) -> None:
+        """After a pose correction: ``corrected`` holds the final ``T_world_cam`` of every integrated
+        frame (by ``Frame.index``); ``result.tsdf`` / ``result.trajectory`` are already the corrected ones."""
 
     def save_into(self, directory: Path) -> list[str]:
         """Write this stage's outputs into the (temporary) map directory; return file names."""
@@ -143,6 +184,9 @@ class _LoopState:
     timings: dict[str, float]
     stamps: list[float] = field(default_factory=list)
     poses: list[np.ndarray] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)
+    store: FrameStore | None = None
+    """The integrated frames, kept when a stage may correct poses."""
     skipped: list[str] = field(default_factory=list)
     seen: int = 0
     camera: Camera | None = None
@@ -156,7 +200,13 @@ def build_map(source: FrameSource, config: MapConfig, stages: Sequence[Stage] = 
     :class:`StopMapping` ends the loop early; what was integrated is kept
     (``MapResult.stopped_early`` says why). Raises ValueError if no frame could be integrated.
     """
+    poses_may_change = any(st.corrects_poses for st in stages)
     state = _LoopState(TSDFMap(config.tsdf_config()), {"io": 0.0, "integrate": 0.0, **{st.name: 0.0 for st in stages}})
+    if poses_may_change:
+        state.store = FrameStore(config.retention)
+        state.timings["retain"] = 0.0
+    for st in stages:
+        st.begin(poses_may_change)
     frames = source.frames(config.stride, config.max_frames)
     bar = tqdm(total=source.count(config.stride, config.max_frames), desc="mapping", unit="frame",
                disable=not config.progress)
@@ -177,13 +227,49 @@ def build_map(source: FrameSource, config: MapConfig, stages: Sequence[Stage] = 
         raise ValueError(f"no frame could be integrated: {state.seen} frames read{why}")
     traj = Trajectory(np.asarray(state.stamps), np.stack(state.poses))
     timings = state.timings
-    result = MapResult(state.tsdf, traj, timings, state.seen, state.skipped, state.camera, stopped)
+    result = MapResult(state.tsdf, traj, timings, state.seen, state.skipped, state.camera, stopped,
+                       frame_indices=np.asarray(state.indices, np.int64),
+                       retention=state.store.describe() if state.store is not None else None)
     for st in stages:
         t0 = time.perf_counter()
-        st.finish(result)
+        corrected = st.finish(result)
         timings[st.name] += time.perf_counter() - t0
+        if corrected:
+            _apply_pose_correction(st, corrected, result, stages, state.store, config)
     timings["total"] = time.perf_counter() - t_start
     return result
+
+
+def _apply_pose_correction(
+    by: Stage,
+    corrected: dict[int, np.ndarray],
+    result: MapResult,
+    stages: Sequence[Stage],
+    store: FrameStore | None,
+    config: MapConfig,
+) -> None:
+    """Re-integrate the kept frames at the corrected poses, replace the trajectory, tell every stage."""
+    if store is None:
+        raise ValueError(f"stage {by.name!r} returned corrected poses but does not declare corrects_poses")
+    before = result.poses_by_index()
+    poses = np.stack([np.asarray(corrected.get(int(i), T), np.float64) for i, T in before.items()])
+    t0 = time.perf_counter()
+    result.tsdf = reintegrate(store, corrected, result.tsdf.config, progress=config.progress)
+    result.timings_s["reintegrate"] = result.timings_s.get("reintegrate", 0.0) + time.perf_counter() - t0
+    result.trajectory = Trajectory(result.trajectory.timestamps, poses)
+    final = result.poses_by_index()
+    moved = [float(np.linalg.norm(final[i][:3, 3] - T[:3, 3])) for i, T in before.items()]
+    result.pose_corrections.append({
+        "stage": by.name,
+        "frames_moved": int(sum(m > 1e-9 for m in moved)),
+        "max_translation_m": max(moved),
+        "reintegrated_frames": len(store),
+        "reintegrate_seconds": time.perf_counter() - t0,
+    })
+    for st in stages:
+        t1 = time.perf_counter()
+        st.on_poses_corrected(final, result)
+        result.timings_s[st.name] += time.perf_counter() - t1
 
 
 def _run_loop(frames: Iterator[Frame], stages: Sequence[Stage], state: _LoopState, bar: tqdm) -> None:
@@ -216,6 +302,11 @@ def _run_loop(frames: Iterator[Frame], stages: Sequence[Stage], state: _LoopStat
         state.camera = state.camera or frame.camera
         state.stamps.append(frame.timestamp)
         state.poses.append(frame.T_world_cam)
+        state.indices.append(int(frame.index))
+        if state.store is not None:
+            t0 = time.perf_counter()
+            state.store.add(frame, frame.extras.get("tsdf_weight", 1.0))
+            timings["retain"] += time.perf_counter() - t0
         for st in stages:
             t0 = time.perf_counter()
             st.after_integrate(frame, state.tsdf)
@@ -259,6 +350,8 @@ def save_map(
             "frames_integrated": result.frames_integrated,
             "frames_skipped": result.frames_skipped,
             "stopped_early": result.stopped_early,
+            "pose_corrections": result.pose_corrections,
+            "retention": result.retention,
             "timings_s": result.timings_s,
             "mesh_vertices": int(mesh.vertex.positions.shape[0]),
             "mesh_triangles": int(mesh.triangle.indices.shape[0]),

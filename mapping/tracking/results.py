@@ -118,7 +118,8 @@ class LoopClosureResult:
 
     Attributes:
         trajectory: corrected poses of all tracked frames (timestamps = ``Frame.timestamp``).
-        tsdf_map: a fresh map re-integrated with the corrected poses.
+        tsdf_map: a fresh map re-integrated with the corrected poses (None when ``finalize`` was
+            asked for the poses only).
         loops: the verified loop edges that entered the pose graph.
         max_keyframe_correction_m: largest keyframe translation change, metres.
         reintegrated_frames: frames fused into ``tsdf_map``.
@@ -126,7 +127,7 @@ class LoopClosureResult:
     """
 
     trajectory: Trajectory
-    tsdf_map: TSDFMap
+    tsdf_map: TSDFMap | None
     loops: list[LoopEdge] = field(default_factory=list)
     max_keyframe_correction_m: float = 0.0
     reintegrated_frames: int = 0

@@ -5,6 +5,11 @@ whether it is a keyframe (pose change since the last keyframe, ``mapping.keyfram
 only keyframes are encoded (``mapping.features``) and fused into the semantic voxel
 grid (``mapping.fusion``). Writes ``features.npz`` and ``features.json`` into the map
 directory; ``mapping.SemanticMap.load`` reads them back.
+
+When a stage may correct poses (loop closure), each keyframe's fusion input is kept
+(``mapping.reintegration.RetainedFeatures``, ~0.1-0.2 MB per keyframe with "segments") and
+the grid is re-fused at the corrected poses in ``on_poses_corrected``, so every embedding
+sits where its corrected frame puts it.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mapping.encoders import load_encoder
 from mapping.encoders.base import Encoder, torch_threads
 from mapping.features import FEATURE_STRATEGIES, DenseExtractor, make_extractor
 from mapping.fusion import FeatureGrid, FusionConfig, describe_grid
 from mapping.keyframes import KeyframeSelector
+from mapping.reintegration import RetainedFeatures, refuse_features
 from mapping.semantic_map import FEATURES_FILE, FEATURES_META_FILE, SEMANTIC_FORMAT_VERSION
 from mapping.tsdf import TSDFMap
 from semmap.pipeline import MapResult, Stage
@@ -94,6 +102,12 @@ class SemanticStage(Stage):
         self.timings_s = {"keyframe_select": 0.0, "encode": 0.0, "depth": 0.0, "fuse": 0.0}
         self.frames_seen = 0
         self.images_encoded = 0
+        self.retained: list[RetainedFeatures] | None = None
+        """Each keyframe's fusion input, kept when poses may be corrected (see ``begin``)."""
+        self.refused = 0
+
+    def begin(self, poses_may_change: bool) -> None:
+        self.retained = [] if poses_may_change else None
 
     @property
     def keyframes(self) -> list[int]:
@@ -123,7 +137,20 @@ class SemanticStage(Stage):
         t3 = time.perf_counter()
         t["depth"] += t3 - t2
         self.grid.fuse_frame(dense, depth, frame.camera, frame.T_world_cam, self.config.fusion)
+        if self.retained is not None:
+            self.retained.append(RetainedFeatures.encode(frame.index, dense, depth, frame.camera))
         t["fuse"] += time.perf_counter() - t3
+
+    def on_poses_corrected(self, corrected: dict[int, np.ndarray], result: MapResult) -> None:
+        """Re-fuse every kept keyframe at its corrected pose into a fresh grid."""
+        if self.retained is None:
+            raise ValueError("semantic stage: poses were corrected but no keyframe features were kept")
+        t0 = time.perf_counter()
+        self.grid = refuse_features(
+            self.retained, corrected, self.config.voxel_size_m, self.encoder.dim, self.config.fusion
+        )
+        self.refused += 1
+        self.timings_s["refuse"] = self.timings_s.get("refuse", 0.0) + time.perf_counter() - t0
 
     def _extract(self, frame: Frame):
         with torch_threads(self.config.torch_threads):
@@ -157,6 +184,8 @@ class SemanticStage(Stage):
             "frames_seen": self.frames_seen,
             "images_encoded": self.images_encoded,
             "keyframes": list(self.keyframes),
+            "refused_after_pose_correction": self.refused,
+            "retained_keyframe_bytes": int(sum(r.nbytes for r in self.retained)) if self.retained else 0,
             "timings_s": dict(self.timings_s),
         }
 

@@ -7,15 +7,18 @@ dataset's poses); ``--poses given`` never tracks (frames without poses are skipp
 
 Frames that cannot be tracked are skipped (never integrated) and reported; when
 tracking is lost for good the run stops and the frames mapped so far are saved.
-After the last frame, loop closure may correct the keyframes and re-integrate the map.
+After the last frame, loop closure may correct the keyframes; ``finish`` then hands the
+corrected poses to the pipeline, which re-integrates the frames as they were integrated and
+lets every stage follow (``semmap.pipeline``, ``Stage.on_poses_corrected``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import numpy as np
 
 from mapping.tracking import Tracker, TrackerConfig, TrackingLost
 from mapping.tracking.config import ODOMETRY_METHODS
@@ -47,7 +50,7 @@ def from_args(args: argparse.Namespace) -> Stage | None:
     cfg = TrackerConfig(method=args.odometry, depth_max_m=args.depth_max, depth_min_m=args.depth_min,
                         model_render=args.model_render)
     cfg.loop.enabled = not args.no_loop_closure
-    return TrackingStage(cfg, force=args.poses == "estimate", source_spec=args.source)
+    return TrackingStage(cfg, force=args.poses == "estimate")
 
 
 class TrackingStage(Stage):
@@ -55,27 +58,19 @@ class TrackingStage(Stage):
 
     name = "tracking"
 
-    def __init__(
-        self,
-        config: TrackerConfig,
-        force: bool = False,
-        source_spec: str | None = None,
-        reopen: Callable[[], Iterable[Frame]] | None = None,
-    ) -> None:
+    def __init__(self, config: TrackerConfig, force: bool = False) -> None:
         """Args:
             config: tracker settings.
             force: track every frame, ignoring given poses (``--poses estimate``).
-            source_spec: re-opened after the last frame to re-integrate every tracked frame when a
-                loop closure corrects the poses (not for live RealSense).
-            reopen: instead of ``source_spec``, a function returning the frames again (for sources
-                built in code). With neither, only kept keyframe frames can be re-integrated.
         """
         self.config = config
         self.force = force
-        self.source_spec = source_spec
-        self.reopen = reopen
         self.tracker: Tracker | None = None
         self.loop_result = None
+
+    @property
+    def corrects_poses(self) -> bool:
+        return self.config.loop.enabled
 
     def before_integrate(self, frame: Frame, tsdf: TSDFMap) -> Frame:
         if frame.T_world_cam is not None and not self.force:
@@ -92,32 +87,22 @@ class TrackingStage(Stage):
             raise SkipFrame(f"tracking {r.status}: {r.reason}")
         return frame.with_(T_world_cam=r.T_world_cam)
 
-    def finish(self, result: MapResult) -> None:
+    def finish(self, result: MapResult) -> dict[int, np.ndarray] | None:
+        """Close loops; returns the corrected poses of the tracked frames when a closure moved them."""
         if self.tracker is None:
-            return
-        if self.config.loop.enabled:
-            self._close_loops(result)
+            return None
+        corrected = self._close_loops() if self.config.loop.enabled else None
         for line in self.tracker.summary().lines():
             print(f"tracking: {line}")
+        return corrected
 
-    def _close_loops(self, result: MapResult) -> None:
-        frames = None
-        if self.reopen is not None:
-            frames = self.reopen()
-        elif self.source_spec and not self.source_spec.startswith("realsense"):
-            from sensors import open_source
-
-            frames = open_source(self.source_spec)
-        tsdf_cfg = result.tsdf.config
-        try:
-            lc = self.tracker.finalize(lambda: TSDFMap(tsdf_cfg), frames=frames)
-        finally:
-            if frames is not None and hasattr(frames, "close"):
-                frames.close()
-        if lc is not None:
-            self.loop_result = lc
-            result.tsdf = lc.tsdf_map
-            result.trajectory = lc.trajectory
+    def _close_loops(self) -> dict[int, np.ndarray] | None:
+        """``Tracker.finalize`` without re-integration: the pipeline re-integrates what it integrated."""
+        lc = self.tracker.finalize()
+        if lc is None:
+            return None
+        self.loop_result = lc
+        return self.tracker.poses_by_index()
 
     def save_into(self, directory: Path) -> list[str]:
         if self.tracker is None:

@@ -10,8 +10,8 @@ encoded in memory as they arrive (about 30 kB each at 320x240). When more than
 long sequences keep an even coverage in bounded memory.
 
 On by default when ``--encoder`` is given; ``--save-views`` turns it on without one and
-``--no-views`` turns it off. Poses are refreshed from the final trajectory in ``finish``
-(a tracking stage may have corrected them). Files: see ``scenegraph.views``.
+``--no-views`` turns it off. After a pose correction (loop closure) each view takes its
+frame's corrected pose (``on_poses_corrected``). Files: see ``scenegraph.views``.
 """
 
 from __future__ import annotations
@@ -87,15 +87,12 @@ class ViewsStage(Stage):
             self.selector.rotation_deg *= 2.0
             self.thinned += 1
 
-    def finish(self, result: MapResult) -> None:
-        """Take each view's pose from the final trajectory (same timestamp), if it has one."""
-        stamps = np.asarray(result.trajectory.timestamps, dtype=np.float64)
-        if len(stamps) == 0:
-            return
+    def on_poses_corrected(self, corrected: dict[int, np.ndarray], result: MapResult) -> None:
+        """Each view takes the corrected pose of the frame it came from."""
         for v in self.views:
-            i = int(np.argmin(np.abs(stamps - v["timestamp"])))
-            if abs(stamps[i] - v["timestamp"]) < 1e-6:
-                v["T_world_cam"] = np.array(result.trajectory.T_world_cam[i], dtype=np.float64)
+            T = corrected.get(v["frame_index"])
+            if T is not None:
+                v["T_world_cam"] = np.array(T, dtype=np.float64)
 
     def save_into(self, directory: Path) -> list[str]:
         if not self.views:

@@ -45,22 +45,16 @@ def test_realsense_recording_without_poses_maps_end_to_end(tmp_path):
     assert m.ate_rmse_m < 0.02, m.summary()
 
 
-def test_tracking_stage_reopens_a_source_built_in_code():
-    """``TrackingStage(reopen=...)``: a source without a spec (built in code) is handed back to loop closure."""
+def test_tracking_stage_never_reopens_the_source():
+    """Loop closure re-integrates the frames the pipeline kept: the source is read once (issue 19)."""
     from mapping.tracking import TrackerConfig
     from semmap.pipeline import MapConfig, build_map
     from semmap.stages.tracking import TrackingStage
 
     src = open_source(f"o3dlog:{data_path('open3d-rgbd', 'RGBD')}")
-    calls = []
-
-    def reopen():
-        calls.append(len(src))
-        return (src[i] for i in range(len(src)))
-
-    stage = TrackingStage(TrackerConfig(), force=True, reopen=reopen)
+    stage = TrackingStage(TrackerConfig(), force=True)
     result = build_map(src, MapConfig(progress=False), [stage])
-    assert calls == [len(src)]
+    assert result.retention is not None and result.retention["frames"] == result.frames_integrated
     assert stage.tracker.summary().frames == len(src) == result.frames_integrated, result.frames_skipped
     gt = np.stack([src[i].T_world_cam for i in range(len(src))])
     err = np.linalg.norm(result.trajectory.T_world_cam[:, :3, 3] - gt[:, :3, 3], axis=1)
