@@ -28,6 +28,19 @@ import numpy as np
 
 from mapping.encoders.base import torch_threads, vocabulary_embeddings
 from mapping.fusion import FeatureGrid
+from mapping.mapformat import (
+    MAP_META_FILE,
+    NUMBER,
+    ArraySpec,
+    MapFormatError,
+    check_fields,
+    check_format_version,
+    check_list_of,
+    read_json_file,
+    read_map_json,
+    read_npz,
+    require_equal,
+)
 from mapping.query import (
     QueryConfig,
     ReferenceMatch,
@@ -45,8 +58,70 @@ if TYPE_CHECKING:
 
 FEATURES_FILE = "features.npz"
 FEATURES_META_FILE = "features.json"
-MAP_META_FILE = "map.json"
 SEMANTIC_FORMAT_VERSION = 1
+
+FEATURE_ARRAYS = {
+    "keys": ArraySpec(("int64",), ("N",)),
+    "embeddings": ArraySpec(("float16",), ("N", "D")),
+    "weights": ArraySpec(("float32",), ("N",)),
+    "counts": ArraySpec(("int32",), ("N",)),
+    "voxel_size_m": ArraySpec(("float64",), ()),
+}
+"""The arrays of ``features.npz``: N semantic voxels, D embedding dimensions."""
+
+FEATURE_FIELDS = {"format_version": int, "encoder": str, "dim": int, "voxel_size_m": NUMBER, "voxels": int,
+                  "keyframes": list}
+"""The fields of ``features.json`` that loading relies on."""
+
+
+class NoFeatureLayer(ValueError):
+    """The map was built without ``--encoder``: it has geometry but no semantic feature layer."""
+
+
+def read_feature_layer(directory: Path, map_meta: dict) -> tuple[dict, FeatureGrid]:
+    """``features.json`` and the feature grid of ``features.npz``, checked against each other and map.json.
+
+    Returns:
+        (features.json content, FeatureGrid).
+
+    Raises:
+        NoFeatureLayer: map.json lists no semantic stage.
+        MapFormatError: a feature file is missing, damaged (truncated or garbage archive,
+            arrays of the wrong dtype or shape, JSON that does not parse, fields missing or of
+            the wrong type, an unknown format version), or disagrees with another file.
+    """
+    feat_npz, feat_json = directory / FEATURES_FILE, directory / FEATURES_META_FILE
+    stage_meta = map_meta["stages"].get("semantic")
+    if stage_meta is None:
+        raise NoFeatureLayer(
+            f"{directory} has no semantic feature layer ({MAP_META_FILE} lists no semantic stage); build it "
+            "with semmap map SOURCE --encoder lite --out DIR"
+        )
+    check_fields(stage_meta, directory / MAP_META_FILE, {"encoder": str, "dim": int, "voxels": int}, "stages.semantic.")
+    meta = read_json_file(feat_json)
+    check_format_version(meta, feat_json, SEMANTIC_FORMAT_VERSION, "feature layer")
+    check_fields(meta, feat_json, FEATURE_FIELDS)
+    check_list_of(meta["keyframes"], feat_json, "keyframes", int)
+    arrays = read_npz(feat_npz, FEATURE_ARRAYS)
+    n, dim = arrays["_dims"]["N"], arrays["_dims"]["D"]
+    require_equal(feat_npz, "the voxel count", n, meta["voxels"], FEATURES_META_FILE)
+    require_equal(feat_npz, "the embedding dimension", dim, meta["dim"], FEATURES_META_FILE)
+    require_equal(feat_json, "voxels", meta["voxels"], stage_meta["voxels"], MAP_META_FILE)
+    require_equal(feat_json, "dim", meta["dim"], stage_meta["dim"], MAP_META_FILE)
+    require_equal(feat_json, "encoder", meta["encoder"], stage_meta["encoder"], MAP_META_FILE)
+    voxel = float(arrays["voxel_size_m"])
+    if not abs(voxel - float(meta["voxel_size_m"])) <= 1e-9 or not voxel > 0:
+        raise MapFormatError(feat_npz, f"voxel size {voxel} differs from {FEATURES_META_FILE} ({meta['voxel_size_m']})")
+    for name in ("embeddings", "weights"):
+        if not np.isfinite(arrays[name]).all():
+            raise MapFormatError(feat_npz, f"array '{name}' has non-finite values")
+    if (arrays["weights"] < 0).any() or (arrays["counts"] < 0).any():
+        raise MapFormatError(feat_npz, "negative weights or counts")
+    try:
+        grid = FeatureGrid.load_npz(feat_npz)
+    except ValueError as e:  # e.g. duplicate keys
+        raise MapFormatError(feat_npz, str(e).removeprefix(f"{feat_npz}: ")) from None
+    return meta, grid
 
 
 @dataclass
@@ -135,49 +210,14 @@ class SemanticMap:
 
         Raises:
             FileNotFoundError: the directory does not exist.
-            ValueError: no map.json (an unfinished or interrupted write), no feature layer
-                (built without --encoder), inconsistent files, or an encoder whose name or
-                dimension differs from the map's.
+            MapFormatError: no map.json (an unfinished or interrupted write), a damaged or
+                inconsistent file (see :func:`read_feature_layer`).
+            ValueError: no feature layer (built without --encoder), or an encoder whose name
+                or dimension differs from the map's.
         """
         directory = Path(directory)
-        if not directory.is_dir():
-            raise FileNotFoundError(f"map directory {directory} does not exist")
-        map_json = directory / MAP_META_FILE
-        if not map_json.is_file():
-            raise ValueError(
-                f"{directory} is not a complete map: {MAP_META_FILE} is missing (it is written last, "
-                "so the map was never finished or its write was interrupted); build it again with semmap map"
-            )
-        try:
-            map_meta = json.loads(map_json.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{map_json}: not valid JSON ({e})") from None
-        feat_npz, feat_json = directory / FEATURES_FILE, directory / FEATURES_META_FILE
-        stage_meta = (map_meta.get("stages") or {}).get("semantic")
-        if stage_meta is None or not feat_npz.is_file() or not feat_json.is_file():
-            missing = [p.name for p in (feat_npz, feat_json) if not p.is_file()]
-            why = f"missing {', '.join(missing)}" if missing else f"{MAP_META_FILE} lists no semantic stage"
-            raise ValueError(
-                f"{directory} has no semantic feature layer ({why}); build it with "
-                "semmap map SOURCE --encoder lite --out DIR"
-            )
-        meta = json.loads(feat_json.read_text())
-        if meta.get("format_version") != SEMANTIC_FORMAT_VERSION:
-            raise ValueError(f"{feat_json}: unsupported feature format version {meta.get('format_version')}")
-        grid = FeatureGrid.load_npz(feat_npz)
-        checks = {
-            "voxels": (len(grid), meta.get("voxels"), stage_meta.get("voxels")),
-            "dim": (grid.dim, meta.get("dim"), stage_meta.get("dim")),
-            "encoder": (meta.get("encoder"), meta.get("encoder"), stage_meta.get("encoder")),
-        }
-        for what, (a, b, c) in checks.items():
-            if not a == b == c:
-                raise ValueError(
-                    f"{directory}: inconsistent feature layer: {what} is {a} in {FEATURES_FILE}, {b} in "
-                    f"{FEATURES_META_FILE} and {c} in {MAP_META_FILE} (files from different runs?)"
-                )
-        if abs(float(meta.get("voxel_size_m", -1)) - grid.voxel_size_m) > 1e-9:
-            raise ValueError(f"{directory}: voxel size {grid.voxel_size_m} in {FEATURES_FILE} != {FEATURES_META_FILE}")
+        map_meta = read_map_json(directory)
+        meta, grid = read_feature_layer(directory, map_meta)
         meta["map"] = map_meta
         m = cls(grid, str(meta["encoder"]), meta, directory, encoder, query_config)
         m._device = device

@@ -20,10 +20,73 @@ from pathlib import Path
 import numpy as np
 
 from mapping.atomic import atomic_directory
+from mapping.mapformat import (
+    ArraySpec,
+    MapFormatError,
+    check_fields,
+    check_format_version,
+    check_list_of,
+    check_shape,
+    npz_headers,
+    read_json_file,
+    require_equal,
+)
 from sensors.camera import Camera
 from sensors.frame import Frame, check_pose
 
 TSDF_FORMAT_VERSION = 1
+TSDF_FILE = "tsdf.npz"
+TSDF_META_FILE = "tsdf.json"
+TSDF_FIELDS = {"format_version": int, "config": dict, "frames_integrated": list, "num_blocks": int}
+"""The fields of ``tsdf.json``."""
+
+
+def check_tsdf_files(directory: Path) -> tuple[dict, TSDFConfig]:
+    """Check ``tsdf.json`` and the array headers of ``tsdf.npz`` (an Open3D VoxelBlockGrid archive).
+
+    The archive must hold ``key`` (B, 3) int32 block coordinates and, for each attribute
+    (``tsdf``, ``weight``, optionally ``color``), a float32 (B, R, R, R, C) ``value_NNN``
+    array, with B = ``num_blocks`` of tsdf.json and R, voxel size as its config says.
+
+    Returns:
+        (tsdf.json content, its TSDFConfig).
+
+    Raises:
+        MapFormatError: a file is missing or damaged, or the two disagree.
+    """
+    meta_path, grid_path = directory / TSDF_META_FILE, directory / TSDF_FILE
+    meta = read_json_file(meta_path)
+    check_format_version(meta, meta_path, TSDF_FORMAT_VERSION, "TSDF")
+    check_fields(meta, meta_path, TSDF_FIELDS)
+    check_list_of(meta["frames_integrated"], meta_path, "frames_integrated", int)
+    try:
+        cfg = TSDFConfig(**meta["config"])
+    except (TypeError, ValueError) as e:
+        raise MapFormatError(meta_path, f"field 'config' is not a TSDF configuration ({e})") from None
+    headers = npz_headers(grid_path)
+    spec = {
+        "key": ArraySpec(("int32",), ("B", 3)),
+        "block_resolution": ArraySpec(("int64",), (1,)),
+        "voxel_size": ArraySpec(("float32",), (1,)),
+    }
+    values = sorted(k for k in headers if k.startswith("value_"))
+    attrs = [k for k in headers if k.startswith("attr_name_")]
+    wanted = {"attr_name_tsdf", "attr_name_weight"} | ({"attr_name_color"} if cfg.integrate_color else set())
+    if not wanted <= set(attrs) or len(values) != len(attrs):
+        raise MapFormatError(grid_path, f"not a TSDF volume: attributes {sorted(attrs)} and value arrays {values}, "
+                                        f"expected {sorted(wanted)} with one value array each")
+    R = cfg.block_resolution
+    spec.update({k: ArraySpec(("float32",), ("B", R, R, R, None)) for k in values})
+    dims: dict[str, int] = {}
+    for name, s in spec.items():
+        if name not in headers:
+            raise MapFormatError(grid_path, f"array '{name}' missing")
+        shape, dtype = headers[name]
+        if str(dtype) not in s.dtypes:
+            raise MapFormatError(grid_path, f"array '{name}' has dtype {dtype}, expected {' or '.join(s.dtypes)}")
+        check_shape(grid_path, name, shape, s.shape, dims)
+    require_equal(grid_path, "the block count", dims["B"], meta["num_blocks"], TSDF_META_FILE)
+    return meta, cfg
 
 WEIGHT_TOLERANCE = 1e-3
 """Slack below ``min_observations`` still counted as reaching it (float32 sums of fractional weights)."""
@@ -430,27 +493,33 @@ class TSDFMap:
 
     @classmethod
     def load(cls, directory: Path | str, device: str | None = None) -> TSDFMap:
-        """Load a volume written by :meth:`save` / :meth:`save_into`."""
+        """Load a volume written by :meth:`save` / :meth:`save_into`.
+
+        Raises:
+            FileNotFoundError: the directory does not exist.
+            MapFormatError: ``tsdf.json`` or ``tsdf.npz`` is missing or damaged (see
+                :func:`check_tsdf_files`).
+        """
         import open3d as o3d
 
         directory = Path(directory)
-        meta_path, grid_path = directory / "tsdf.json", directory / "tsdf.npz"
-        if not meta_path.is_file() or not grid_path.is_file():
-            raise FileNotFoundError(f"{directory}: not a TSDF map (missing tsdf.json or tsdf.npz)")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") != TSDF_FORMAT_VERSION:
-            raise ValueError(f"{meta_path}: unsupported TSDF format version {meta.get('format_version')}")
-        cfg = TSDFConfig(**meta["config"])
+        if not directory.is_dir():
+            raise FileNotFoundError(f"map directory {directory} does not exist")
+        meta, cfg = check_tsdf_files(directory)
         if device is not None:
             cfg.device = device
         m = cls.__new__(cls)
         m.config = cfg
         m._o3c = o3d.core
         m.device = o3d.core.Device(cfg.device)
-        m.vbg = o3d.t.geometry.VoxelBlockGrid.load(str(grid_path))
+        grid_path = directory / TSDF_FILE
+        try:
+            m.vbg = o3d.t.geometry.VoxelBlockGrid.load(str(grid_path))
+        except RuntimeError as e:
+            raise MapFormatError(grid_path, f"Open3D cannot read the volume ({e})") from None
         if cfg.device != "CPU:0":
             m.vbg = m.vbg.to(m.device)
-        m.frames_integrated = list(meta.get("frames_integrated", []))
+        m.frames_integrated = list(meta["frames_integrated"])
         m.integrate_seconds = 0.0
         m._revision = 0
         m.raycast_fragment_capacity = 0

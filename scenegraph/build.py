@@ -21,13 +21,13 @@ no embeddings or labels (``metadata["warnings"]`` says so, and text queries refu
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from mapping.mapformat import MapFormatError, read_map_json, read_map_mesh
 from scenegraph.embedding import (
     EmbeddingConfig,
     blend,
@@ -113,18 +113,11 @@ def map_up_hint(map_dir: Path, views: list[View]) -> np.ndarray:
 
 
 def read_map_info(map_dir: Path) -> dict:
-    """map.json of a finished map (FileNotFoundError / ValueError naming the problem)."""
-    if not map_dir.is_dir():
-        raise FileNotFoundError(f"map directory {map_dir} does not exist")
-    meta_path = map_dir / "map.json"
-    if not meta_path.is_file():
-        raise ValueError(f"{map_dir} is not a complete map: map.json is missing (build it with semmap map)")
+    """map.json of a finished map with a mesh (FileNotFoundError / MapFormatError naming the problem)."""
+    info = read_map_json(map_dir)
     if not (map_dir / "mesh.ply").is_file():
-        raise ValueError(f"{map_dir}: mesh.ply is missing")
-    try:
-        return json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+        raise MapFormatError(map_dir / "mesh.ply", "file is missing")
+    return info
 
 
 def _load_semantic_map(map_dir: Path, info: dict):
@@ -152,6 +145,7 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     info = read_map_info(map_dir)
+    read_map_mesh(map_dir, info)  # the mesh is the one map.json describes (not truncated or replaced)
     voxel = float(((info.get("config") or {}).get("voxel_size_m")) or 0.02)
     node = cfg.node_size_m or max(0.02, voxel)
     warnings: list[str] = []

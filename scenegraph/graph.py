@@ -52,6 +52,8 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from mapping.mapformat import NUMBER, MapFormatError, check_fields, check_format_version, check_list_of, read_json_file
+
 SCENE_GRAPH_FORMAT = "semmap.scene_graph"
 SCENE_GRAPH_VERSION = 1
 SCENE_GRAPH_FILE = "scene_graph.json"
@@ -74,6 +76,14 @@ INVERSE = {
     "next_to": "next_to",
 }
 """Each relation's converse (``under`` and ``against`` have none stored)."""
+
+
+GRAPH_FIELDS = {"format": str, "format_version": int, "up": list, "R_g_world": list, "objects": list,
+                "relations": list}
+OBJECT_FIELDS = {"id": int, "kind": str, "name": str, "centroid": list, "bbox_min": list, "bbox_max": list,
+                 "gbox_min": list, "gbox_max": list}
+RELATION_FIELDS = {"subject": int, "relation": str, "object": int, "score": NUMBER}
+"""The fields of ``scene_graph.json`` (top level, each object, each relation) with their JSON types."""
 
 
 def _vec(x: Any, n: int | None = None) -> np.ndarray:
@@ -288,20 +298,38 @@ class SceneGraph:
 
     @classmethod
     def from_json(cls, data: dict, where: str = "scene graph") -> SceneGraph:
+        """Build a graph from :meth:`to_json`'s content.
+
+        Raises:
+            MapFormatError: another format, an unknown format version, a field missing or of
+                the wrong type, or relations naming unknown objects (the message names ``where``).
+        """
         if data.get("format") != SCENE_GRAPH_FORMAT:
-            raise ValueError(f"{where}: not a semmap scene graph (format {data.get('format')!r})")
-        if data.get("format_version") != SCENE_GRAPH_VERSION:
-            raise ValueError(f"{where}: unsupported scene graph format version {data.get('format_version')}")
+            raise MapFormatError(where, f"not a semmap scene graph (format {data.get('format')!r})")
+        check_format_version(data, where, SCENE_GRAPH_VERSION, "scene graph")
+        check_fields(data, where, GRAPH_FIELDS)
+        check_list_of(data["objects"], where, "objects", dict)
+        check_list_of(data["relations"], where, "relations", dict)
+        dims = set()
         try:
             g = cls(data["up"], data["R_g_world"], data.get("encoder"), data.get("metadata", {}))
-            for od in data["objects"]:
-                g.add_object(SceneObject.from_json(od))
-            for rd in data["relations"]:
+            for i, od in enumerate(data["objects"]):
+                check_fields(od, where, OBJECT_FIELDS, f"objects[{i}].")
+                obj = SceneObject.from_json(od)
+                if obj.embedding is not None:
+                    dims.add(obj.embedding.shape)
+                g.add_object(obj)
+            for i, rd in enumerate(data["relations"]):
+                check_fields(rd, where, RELATION_FIELDS, f"relations[{i}].")
                 g.add_relation(
                     Relation(int(rd["subject"]), str(rd["relation"]), int(rd["object"]), float(rd["score"]), dict(rd.get("evidence", {})))
                 )
         except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{where}: malformed scene graph ({e})") from None
+            if isinstance(e, MapFormatError):
+                raise
+            raise MapFormatError(where, f"malformed scene graph ({e.args[0] if e.args else e})") from None
+        if len(dims) > 1 or any(len(d) != 1 for d in dims):
+            raise MapFormatError(where, f"object embeddings have differing shapes {sorted(dims)}")
         return g
 
     def save_json(self, path: Path | str) -> Path:
@@ -310,17 +338,18 @@ class SceneGraph:
 
     @classmethod
     def load(cls, path: Path | str) -> SceneGraph:
-        """Read a ``scene_graph.json`` file, or the one in a map directory."""
+        """Read a ``scene_graph.json`` file, or the one in a map directory.
+
+        Raises:
+            FileNotFoundError: no scene graph there.
+            MapFormatError: the file is damaged or of another version (see :meth:`from_json`).
+        """
         p = Path(path)
         if p.is_dir():
             p = p / SCENE_GRAPH_FILE
         if not p.is_file():
             raise FileNotFoundError(f"no scene graph at {p} (build it with: semmap graph {p.parent})")
-        try:
-            data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{p}: not valid JSON ({e})") from None
-        return cls.from_json(data, str(p))
+        return cls.from_json(read_json_file(p), str(p))
 
     def to_graphml_graph(self) -> nx.MultiDiGraph:
         """A copy with scalar attributes only (what GraphML can hold)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mapping.mapformat import NUMBER, MapFormatError, check_fields, check_format_version, check_list_of, read_json_file
 from sensors.camera import Camera
 from sensors.frame import check_pose
 
@@ -110,10 +111,9 @@ class View:
     def depth_m(self) -> np.ndarray:
         """(h, w) float32 metres (0 = invalid), read on first use."""
         if self._depth is None:
-            from PIL import Image
+            from sensors.io import read_depth_raw
 
-            with Image.open(self.depth_path) as im:
-                raw = np.asarray(im)
+            raw = read_depth_raw(self.depth_path)
             if raw.shape != self.camera.shape:
                 raise ValueError(f"{self.depth_path}: size {raw.shape} != camera {self.camera.shape}")
             self._depth = (raw.astype(np.float32) / DEPTH_SCALE).astype(np.float32)
@@ -152,37 +152,53 @@ def write_views(directory: Path, views: list[dict]) -> list[str]:
     return [f"{VIEWS_DIR}/{VIEWS_FILE}", *names]
 
 
+VIEW_FIELDS = {"index": int, "rgb": str, "depth": str, "camera": dict, "T_world_cam": list}
+"""The fields of each entry of ``views.json``."""
+
+
 def load_views(map_dir: Path | str) -> list[View]:
     """The views stored in a map directory ([] when it has none).
 
     Raises:
-        ValueError: ``views.json`` exists but is malformed, of another format version, or
-            names a missing image (the message names the file).
+        MapFormatError: ``views.json`` exists but does not parse, is of another format
+            version, has an entry with missing or mistyped fields, an invalid pose or camera,
+            or names a missing image (the message names the file).
     """
     folder = Path(map_dir) / VIEWS_DIR
     path = folder / VIEWS_FILE
     if not path.is_file():
         return []
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if meta.get("format_version") != VIEWS_FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported views format version {meta.get('format_version')}")
-    if float(meta.get("depth_scale", DEPTH_SCALE)) != DEPTH_SCALE:
-        raise ValueError(f"{path}: depth_scale {meta.get('depth_scale')} (expected {DEPTH_SCALE})")
+    meta = read_json_file(path)
+    check_format_version(meta, path, VIEWS_FORMAT_VERSION, "views")
+    check_fields(meta, path, {"depth_scale": NUMBER, "views": list})
+    if float(meta["depth_scale"]) != DEPTH_SCALE:
+        raise MapFormatError(path, f"depth_scale {meta['depth_scale']} (expected {DEPTH_SCALE})")
+    check_list_of(meta["views"], path, "views", dict)
     views = []
-    for e in meta.get("views", []):
+    for i, e in enumerate(meta["views"]):
+        check_fields(e, path, VIEW_FIELDS, f"views[{i}].")
         try:
-            rgb_p, depth_p = folder / e["rgb"], folder / e["depth"]
+            rgb_p, depth_p = folder / Path(e["rgb"]).name, folder / Path(e["depth"]).name
             T = check_pose(np.asarray(e["T_world_cam"], dtype=np.float64), f"{path}: view {e['index']}")
             cam = Camera.from_dict(e["camera"])
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{path}: malformed view entry ({err!r})") from None
+        except (KeyError, TypeError, ValueError) as err:
+            raise MapFormatError(path, f"malformed view entry {i} ({err})") from None
         for p in (rgb_p, depth_p):
             if not p.is_file():
-                raise ValueError(f"{path}: view {e['index']} names {p.name}, which is missing")
+                raise MapFormatError(path, f"view {e['index']} names {p.name}, which is missing")
         views.append(
             View(len(views), cam, T, rgb_p, depth_p, int(e.get("frame_index", -1)), float(e.get("timestamp", 0.0)))
         )
     return views
+
+
+def check_view_images(views: list[View]) -> None:
+    """Decode every view's images once and check their sizes (MapFormatError naming the image)."""
+    from sensors.io import SourceError
+
+    for v in views:
+        for path, read in ((v.rgb_path, lambda v=v: v.rgb), (v.depth_path, lambda v=v: v.depth_m)):
+            try:
+                read()
+            except (SourceError, ValueError, OSError) as e:
+                raise MapFormatError(path, str(e).removeprefix(f"{path}: ")) from None

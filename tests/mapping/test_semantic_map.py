@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from mapping.encoders.base import Encoder
+from mapping.mapformat import MapFormatError
 from mapping.query import QueryConfig
 from mapping.semantic_map import SemanticMap
 from semmap.cli import main
@@ -221,13 +222,13 @@ def test_incomplete_directories_are_rejected(kitchen_map, tmp_path):
         SemanticMap.load(d)
     d = copy_map(out, tmp_path / "no-features")
     (d / "features.npz").unlink()
-    with pytest.raises(ValueError, match=r"no semantic feature layer \(missing features.npz\)"):
+    with pytest.raises(MapFormatError, match=r"features.npz: file is missing"):
         SemanticMap.load(d)
     d = copy_map(out, tmp_path / "mixed")
     meta = json.loads((d / "features.json").read_text())
     meta["voxels"] += 1
     (d / "features.json").write_text(json.dumps(meta))
-    with pytest.raises(ValueError, match="inconsistent feature layer: voxels"):
+    with pytest.raises(MapFormatError, match=r"features.npz: the voxel count is \d+ but features.json says \d+"):
         SemanticMap.load(d)
 
 

@@ -87,5 +87,5 @@ def test_bad_relations_and_files(tmp_path):
     data = g.to_json()
     del data["objects"][1]["centroid"]
     (tmp_path / SCENE_GRAPH_FILE).write_text(json.dumps(data))
-    with pytest.raises(ValueError, match="malformed"):
+    with pytest.raises(ValueError, match=r"field 'objects\[1\].centroid' is missing"):
         SceneGraph.load(tmp_path)
