@@ -18,6 +18,7 @@ import numpy as np
 
 from mapping.tracking.config import TrackerConfig
 from mapping.tracking.images import AlignImage
+from mapping.tracking.profile import StageTimes, null_section
 
 
 @dataclass
@@ -258,6 +259,7 @@ def align(
     T_target_source_init: np.ndarray,
     config: TrackerConfig,
     method: str | None = None,
+    timer: StageTimes | None = None,
 ) -> Alignment:
     """Multi-scale dense odometry of ``source`` onto ``target``.
 
@@ -268,6 +270,7 @@ def align(
         config: odometry loss, iterations and thresholds.
         method: overrides ``config.method`` (e.g. "point_to_plane" when the target has no colour).
             With "hybrid" the source brightness is first matched to the target (:func:`match_intensity`).
+        timer: accumulates the wall time of each odometry loss, the fusion and the scoring.
     Returns:
         Alignment; ``converged`` False (fitness 0) when either image has no valid depth
         or Open3D found no correspondences.
@@ -279,20 +282,27 @@ def align(
     if source.valid_fraction == 0.0 or target.valid_fraction == 0.0:
         return failed
     method = method or config.method
+    section = timer.section if timer is not None else null_section
     if method == "fused":
-        T = dense_odometry(source, target, init, config, "point_to_plane")
+        with section("odometry:point_to_plane"):
+            T = dense_odometry(source, target, init, config, "point_to_plane")
         if T is not None and target.color is not None and source.color is not None:
-            T_photo = dense_odometry(source, target, T, config, "hybrid")
+            with section("odometry:hybrid"):
+                T_photo = dense_odometry(source, target, T, config, "hybrid")
             if T_photo is not None:
-                length = float(np.median(target.depth_m[target.depth_m > 0]))
-                info = point_to_plane_information(target, length)
-                T = fuse_degenerate(T, T_photo, info, length, config.fusion_prior)
+                with section("odometry:fuse"):
+                    length = float(np.median(target.depth_m[target.depth_m > 0]))
+                    info = point_to_plane_information(target, length)
+                    T = fuse_degenerate(T, T_photo, info, length, config.fusion_prior)
     else:
-        T = dense_odometry(source, target, init, config, method)
+        with section(f"odometry:{method}"):
+            T = dense_odometry(source, target, init, config, method)
     if T is None:
         return failed
-    fitness, residual_m = score_alignment(source, target, T, config)
-    return Alignment(T, fitness, residual_m, True, overlap_fraction(source, target, T))
+    with section("odometry:score"):
+        fitness, residual_m = score_alignment(source, target, T, config)
+        overlap = overlap_fraction(source, target, T)
+    return Alignment(T, fitness, residual_m, True, overlap)
 
 
 def dense_odometry(

@@ -50,6 +50,7 @@ from mapping.tracking.model import (
     render_model,
 )
 from mapping.tracking.odometry import Alignment, align, orthonormalize
+from mapping.tracking.profile import StageTimes
 from mapping.tracking.results import (
     LoopClosureResult,
     TrackingLost,
@@ -106,6 +107,8 @@ class Tracker:
         self._mesh_cache: tuple[int, object] | None = None
         self._own_model: TSDFMap | None = None
         self._model_chosen = False
+        self.times = StageTimes()
+        """Wall time per tracking stage (``StageTimes``), summed over all ``track`` calls."""
 
     # ------------------------------------------------------------------ per frame
     def track(self, frame: Frame, tsdf_map: TSDFMap | None = None) -> TrackResult:
@@ -132,10 +135,11 @@ class Tracker:
         tsdf_map = self._tracking_model(tsdf_map)
         if frame.depth is None:
             return self._untracked(frame, seq, "skipped", "frame has no depth (tracking needs RGB-D)", t0)
-        image = prepare_frame_image(
-            frame.rgb, frame.depth, frame.camera, cfg.downsample, cfg.depth_min_m, cfg.depth_max_m,
-            with_color=cfg.uses_color,
-        )
+        with self.times.section("prepare"):
+            image = prepare_frame_image(
+                frame.rgb, frame.depth, frame.camera, cfg.downsample, cfg.depth_min_m, cfg.depth_max_m,
+                with_color=cfg.uses_color,
+            )
         reason = check_depth(image.valid_fraction, cfg)
         if reason:
             return self._untracked(frame, seq, "skipped", reason, t0)
@@ -175,14 +179,16 @@ class Tracker:
             failures.append(f"{label}: {reason}")
 
         kf = self.keyframes[-1]
-        a = align(image, kf.image, np.linalg.inv(kf.T_world_cam) @ T_pred, cfg, self._method_for(with_color=True))
+        with self.times.section("fallback:frame_to_frame"):
+            a = align(image, kf.image, np.linalg.inv(kf.T_world_cam) @ T_pred, cfg, self._method_for(with_color=True))
         T = kf.T_world_cam @ a.T_target_source
         reason = check_alignment(a, T_pred, T, cfg, missed)
         if reason is None:
             return _Attempt(T, "frame_to_frame", a, f"frame-to-model failed ({failures[0]})"), failures
         failures.append(f"frame-to-frame (keyframe {kf.frame_index}): {reason}")
 
-        attempt = self._relocalise(frame, image, tsdf_map, exclude=len(self.keyframes) - 1)
+        with self.times.section("fallback:relocalise"):
+            attempt = self._relocalise(frame, image, tsdf_map, exclude=len(self.keyframes) - 1)
         if attempt is not None:
             attempt.reason = f"relocalised on a keyframe after: {failures[0]}"
             return attempt, failures
@@ -231,16 +237,19 @@ class Tracker:
         cfg = self.config
         want_color = cfg.uses_color
         if cfg.model_render == "mesh":
-            model = render_mesh_model(
-                self._model_mesh(tsdf_map), image.camera, T_world_pred, tsdf_map.config,
-                want_color and tsdf_map.config.integrate_color,
-            )
+            renderer = self._model_mesh(tsdf_map)
+            with self.times.section("render"):
+                model = render_mesh_model(
+                    renderer, image.camera, T_world_pred, tsdf_map.config,
+                    want_color and tsdf_map.config.integrate_color,
+                )
         else:
-            model = render_model(tsdf_map, image.camera, T_world_pred, blocks, with_color=want_color)
+            with self.times.section("render"):
+                model = render_model(tsdf_map, image.camera, T_world_pred, blocks, with_color=want_color)
         if model.valid_fraction < cfg.min_model_fraction:
             return None, f"model raycast nearly empty ({100 * model.valid_fraction:.0f}% of pixels)"
         method = self._method_for(with_color=want_color and tsdf_map.config.integrate_color)
-        a = align(image, model, np.eye(4), cfg, method)
+        a = align(image, model, np.eye(4), cfg, method, timer=self.times)
         T = T_world_pred @ a.T_target_source
         reason = check_alignment(a, T_world_pred, T, cfg, missed)
         return (_Attempt(T, status, a), "") if reason is None else (None, reason)
@@ -269,14 +278,17 @@ class Tracker:
         """The model's mesh renderer, rebuilt after ``mesh_refresh_frames`` tracked frames."""
         seq = self._last_ok_seq if self._last_ok_seq is not None else -1
         if self._mesh_cache is None or seq - self._mesh_cache[0] >= self.config.mesh_refresh_frames:
-            self._mesh_cache = (seq, build_mesh_renderer(tsdf_map))
+            with self.times.section("mesh_build"):
+                self._mesh_cache = (seq, build_mesh_renderer(tsdf_map))
         return self._mesh_cache[1]
 
     def _model_blocks(self, tsdf_map: TSDFMap):
         """Blocks around the last tracked frame's surface (cached per tracked frame)."""
         if self._blocks_cache is None or self._blocks_cache[0] != self._last_ok_seq:
             img = self._last_image
-            self._blocks_cache = (self._last_ok_seq, frustum_blocks(tsdf_map, img.depth_m, img.camera, self._T_last))
+            with self.times.section("frustum_blocks"):
+                blocks = frustum_blocks(tsdf_map, img.depth_m, img.camera, self._T_last)
+            self._blocks_cache = (self._last_ok_seq, blocks)
         return self._blocks_cache[1]
 
     def _tracked(self, frame: Frame, seq: int, image: AlignImage, attempt: _Attempt, t0: float) -> TrackResult:
@@ -292,10 +304,12 @@ class Tracker:
         last_kf = self.keyframes[-1] if self.keyframes else None
         is_kf = attempt.status != "ok" or needs_keyframe(last_kf, seq, T, self.config)
         if is_kf:
-            self.keyframes.append(make_keyframe(frame, seq, T, image, self.config))
+            with self.times.section("keyframe"):
+                self.keyframes.append(make_keyframe(frame, seq, T, image, self.config))
         self._anchor[seq] = len(self.keyframes) - 1
         if self._own_model is not None:
-            self._own_model.integrate(frame.with_(T_world_cam=T))
+            with self.times.section("model_integrate"):
+                self._own_model.integrate(frame.with_(T_world_cam=T))
         a = attempt.alignment
         result = TrackResult(
             T_world_cam=T.copy(),
