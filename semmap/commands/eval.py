@@ -116,6 +116,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--device", default="cpu", help="torch device of the query encoder (default cpu)")
     q.set_defaults(func=cmd_eval_queries)
 
+    s = esub.add_parser(
+        "semantic",
+        help="3D semantic segmentation (mIoU, f-mIoU, mAcc) against a labelled GT mesh or cloud",
+        description="Label every GT point with the class whose text embedding best matches the map's nearest "
+        "voxel feature (or, --object-level, the scene-graph object it falls in) and score against the GT labels "
+        "over the classes present in the GT. GT: a PLY with an integer label property (ScanNet *_labels.ply: "
+        "vertex 'label'; Replica mesh_semantic.ply: face 'object_id' with info_semantic.json; `semmap render "
+        "room`: gt_mesh_labels.ply + gt_classes.json). Writes semantic_metrics.json (with the protocol), "
+        "semantic_iou.png and semantic_errors.png.",
+        epilog="example: semmap eval semantic runs/room3 runs/room3-frames/gt_mesh_labels.ply "
+        "--classes runs/room3-frames/gt_classes.json",
+    )
+    s.add_argument("map", type=Path, help="map directory written by `semmap map SOURCE --encoder ...`")
+    s.add_argument("gt", type=Path, help="labelled ground truth PLY (map world frame, metres)")
+    s.add_argument("--classes", type=Path, required=True, help="class list: JSON, Replica info_semantic.json or ScanNet TSV")
+    s.add_argument("--label-attr", default="label", help="PLY property with the labels (default label; Replica object_id)")
+    s.add_argument(
+        "--prompt-template",
+        action="append",
+        default=None,
+        help='prompt of the class names (default "a photo of a {}."); repeat to average several (ensembling)',
+    )
+    s.add_argument("--max-distance", type=float, default=0.05, help="GT point to voxel centre, metres (default 0.05)")
+    s.add_argument(
+        "--unmatched", choices=["wrong", "exclude"], default="wrong", help="GT points with no map feature nearby"
+    )
+    s.add_argument("--ignore-classes", default="", help="comma-separated class names left out of the evaluation")
+    s.add_argument("--object-level", action="store_true", help="label by the scene-graph objects (needs semmap graph)")
+    s.add_argument("--device", default="cpu", help="torch device of the text encoder (default cpu)")
+    s.add_argument("--out", type=Path, default=None, help="report folder (default: the map directory)")
+    s.set_defaults(func=cmd_eval_semantic)
+
 
 def _recon_inputs(recon: Path):
     """Mesh path and (camera, poses) for culling from a map directory or a mesh file."""
@@ -252,4 +284,28 @@ def cmd_eval_queries(args: argparse.Namespace) -> int:
     if not args.no_files:
         path = write_json(result.to_dict(), (args.out or args.map) / "query_metrics.json")
         print(f"wrote {path}", file=log)
+    return 0
+
+
+def cmd_eval_semantic(args: argparse.Namespace) -> int:
+    from eval.semantic import DEFAULT_TEMPLATE, ClassList, evaluate_semantic, write_semantic_report
+
+    ignore = tuple(n.strip() for n in args.ignore_classes.split(",") if n.strip())
+    result = evaluate_semantic(
+        args.map,
+        args.gt,
+        ClassList.load(args.classes, ignore=ignore),
+        label_attr=args.label_attr,
+        templates=tuple(args.prompt_template or (DEFAULT_TEMPLATE,)),
+        max_distance_m=args.max_distance,
+        unmatched=args.unmatched,
+        object_level=args.object_level,
+        device=args.device,
+    )
+    out = args.out or args.map
+    paths = write_semantic_report(result, out)
+    print(result.summary())
+    print(f"wrote report to {out}/")
+    for p in paths:
+        print(f"  {p}")
     return 0
