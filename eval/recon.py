@@ -98,6 +98,8 @@ class Surface:
     vertices: np.ndarray
     triangles: np.ndarray | None = None
     name: str = ""
+    is_canonical: bool = field(default=False, repr=False, compare=False)
+    """Set by :meth:`canonical`: the order already depends only on the geometry."""
 
     def __post_init__(self) -> None:
         self.vertices = np.ascontiguousarray(self.vertices, dtype=np.float64)
@@ -133,6 +135,16 @@ class Surface:
         v = self.vertices
         t = self.triangles
         return 0.5 * np.linalg.norm(np.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]]), axis=1)
+
+    def canonical(self) -> Surface:
+        """The same geometry in an order that depends only on it (:func:`canonical_triangles`;
+        a point cloud's points sorted by coordinate key); itself when already canonical."""
+        if self.is_canonical:
+            return self
+        if self.triangles is None:
+            order = np.argsort(_coordinate_keys(self.vertices), kind="stable")
+            return Surface(self.vertices[order], None, self.name, is_canonical=True)
+        return Surface(self.vertices, canonical_triangles(self.vertices, self.triangles), self.name, is_canonical=True)
 
     def submesh(self, triangle_mask: np.ndarray) -> Surface:
         """The mesh made of the triangles where ``triangle_mask`` (T,) is True (vertices kept)."""
@@ -213,8 +225,40 @@ def load_surface(src: Any, name: str = "") -> Surface:
     raise TypeError(f"cannot evaluate a {type(src).__name__}: pass a path, an Open3D mesh/cloud or an (N, 3) array")
 
 
+def _coordinate_keys(coords: np.ndarray) -> np.ndarray:
+    """(N,) uint64 keys of (N, K) float64 coordinate rows that depend only on their values
+    (a multiply-xorshift hash of the bit patterns; equal rows, equal keys)."""
+    bits = np.ascontiguousarray(coords, dtype=np.float64).view(np.uint64)
+    key = np.zeros(len(bits), np.uint64)
+    with np.errstate(over="ignore"):
+        for k in range(bits.shape[1]):
+            key ^= bits[:, k] + np.uint64(0x9E3779B97F4A7C15) + (key << np.uint64(6)) + (key >> np.uint64(2))
+            key *= np.uint64(0xBF58476D1CE4E5B9)
+            key ^= key >> np.uint64(31)
+    return key
+
+
+def canonical_triangles(vertices: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """``triangles`` (T, 3) in an order that depends only on the geometry, not on how the
+    vertices and triangles are numbered: each triangle starts at the corner with the
+    smallest coordinate key (winding kept), triangles sorted by the key of their corners.
+
+    Open3D's marching cubes emits the same surface in a different order from run to run
+    (its hash map's block order), so sampling must not depend on the order. About 2 s per
+    million triangles.
+    """
+    vertex_keys = _coordinate_keys(vertices)
+    corner_keys = vertex_keys[triangles]
+    first = corner_keys.argmin(axis=1)
+    turn = (first[:, None] + np.arange(3)) % 3
+    rotated = np.take_along_axis(triangles, turn, axis=1)
+    keys = _coordinate_keys(np.take_along_axis(corner_keys, turn, axis=1).view(np.float64))
+    return rotated[np.argsort(keys, kind="stable")]
+
+
 def sample_surface(surface: Surface, num_points: int, rng: np.random.Generator) -> np.ndarray:
-    """Points on a surface, (n, 3) float64.
+    """Points on a surface, (n, 3) float64; the same points for the same geometry and ``rng``
+    whatever the order of its vertices and triangles (:meth:`Surface.canonical`).
 
     Mesh: ``num_points`` points uniform by area (triangle chosen with probability
     proportional to its area, uniform barycentric coordinates). Point cloud: a random
@@ -222,6 +266,7 @@ def sample_surface(surface: Surface, num_points: int, rng: np.random.Generator) 
     """
     if num_points <= 0:
         raise ValueError(f"num_points must be positive, got {num_points}")
+    surface = surface.canonical()
     v = surface.vertices
     if surface.triangles is None:
         if len(v) <= num_points:
@@ -539,8 +584,8 @@ def evaluate_reconstruction(
     if not completion_ratio_threshold_m > 0 or any(not t > 0 for t in thresholds_m) or len(thresholds_m) == 0:
         raise ValueError(f"thresholds must be positive, got {list(thresholds_m)} and {completion_ratio_threshold_m}")
     t0 = time.perf_counter()
-    recon_s = load_surface(recon, "reconstruction")
-    gt_s = load_surface(gt, "ground truth")
+    recon_s = load_surface(recon, "reconstruction").canonical()  # results independent of vertex / triangle order
+    gt_s = load_surface(gt, "ground truth").canonical()
     rng_recon, rng_gt = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     p_recon = sample_surface(recon_s, num_samples, rng_recon)
     p_gt = sample_surface(gt_s, num_samples, rng_gt)

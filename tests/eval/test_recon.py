@@ -170,6 +170,18 @@ def test_seed_reproducible(spheres):
     assert a.accuracy_m != c.accuracy_m
 
 
+def test_metrics_do_not_depend_on_vertex_or_triangle_order(spheres):
+    """The same surface renumbered (as Open3D's marching cubes emits it from run to run) scores the same."""
+    mesh = load_surface(spheres["inner"])
+    rng = np.random.default_rng(7)
+    perm = rng.permutation(len(mesh.vertices))
+    renumbered = np.argsort(perm)[mesh.triangles][rng.permutation(len(mesh.triangles))]
+    shuffled = Surface(mesh.vertices[perm], np.roll(renumbered, 1, axis=1), "shuffled")
+    a = evaluate_reconstruction(mesh, spheres["outer"], num_samples=3000)
+    b = evaluate_reconstruction(shuffled, spheres["outer"], num_samples=3000)
+    assert (a.accuracy_m, a.completion_m, a.fscore) == (b.accuracy_m, b.completion_m, b.fscore)
+
+
 def test_metrics_from_errors_by_hand():
     r = metrics_from_errors([0.005, 0.015, 0.03, 0.2], [0.001, 0.06], thresholds_m=(0.01, 0.05))
     assert r["precision"] == (0.25, 0.75) and r["recall"] == (0.5, 0.5)
