@@ -43,14 +43,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except (ImportError, OSError) as e:
+        return _missing_library_or_raise(e, "semmap")
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"semmap {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+    except (ImportError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            return _error(args.command, e)
+        return _missing_library_or_raise(e, f"semmap {args.command}")
+    except (ValueError, KeyError, RuntimeError) as e:
+        return _error(args.command, e)
+
+
+def _error(command: str, e: Exception) -> int:
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    print(f"semmap {command}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def _missing_library_or_raise(e: BaseException, prog: str) -> int:
+    """Print what to install when ``e`` is a missing system library (exit 3); re-raise anything else."""
+    from semmap.syslibs import missing_library_message
+
+    msg = missing_library_message(e)
+    if msg is None:
+        raise e
+    print(f"{prog}: error: {msg}", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":
