@@ -23,6 +23,7 @@ from semmap.pipeline import MapConfig, MapResult, Stage, build_map, save_map
 from semmap.stages.depth import DepthStage, DepthStageConfig
 from semmap.stages.semantic import SemanticConfig, SemanticStage
 from semmap.stages.views import ViewsStage
+from sensors.base import FrameSource
 from sensors.camera import Camera
 from sensors.frame import Frame
 from sensors.scenes import make_room, orbit_trajectory
@@ -202,3 +203,49 @@ def test_filled_and_monocular_depth_are_reintegrated_with_their_weights(room):
         # ... and the weights matter: integrated at weight 1 the 2 % too-far predictions pull harder
         ok = both & (raw > 0)
         assert np.abs(got[ok] - ref[ok]).mean() < np.abs(raw[ok] - ref[ok]).mean()
+
+
+class OnceOnly(FrameSource):
+    """A source that can be read once (like a live camera): a second pass raises."""
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self._frames, self.passes = frames, 0
+
+    def __iter__(self):
+        self.passes += 1
+        if self.passes > 1:
+            raise RuntimeError("a live source cannot be re-opened")
+        return iter(self._frames)
+
+
+def test_tracker_loop_closure_reintegrates_the_strided_frames_of_a_live_source():
+    """Redkitchen frames 0..60 and back (no poses after the first), read once at --stride 2; the
+    tracker's loop closure (gates at 0) corrects the poses and the pipeline rebuilds the map from
+    every integrated frame, not only the keyframes and without reading the source again."""
+    from mapping.tracking import TrackerConfig
+    from mapping.tracking.config import LoopClosureConfig
+    from semmap.stages.tracking import TrackingStage
+    from sensors.sevenscenes import SevenScenesSource
+    from tests.conftest import data_path
+
+    kitchen = SevenScenesSource(data_path("7scenes-redkitchen"))
+    path = list(range(0, 66, 6)) + list(range(60, -1, -6))
+    frames = []
+    for k, i in enumerate(path):
+        f = kitchen[i]
+        frames.append(f.with_(index=k, timestamp=k / 30.0, T_world_cam=f.T_world_cam if k == 0 else None))
+    source = OnceOnly(frames)
+    loop = LoopClosureConfig(min_frame_gap=10, min_loop_disagreement_m=0.0, min_pose_change_m=0.0)
+    tracking = TrackingStage(TrackerConfig(method="point_to_plane", model_voxel_m=None, loop=loop), force=True)
+    views = ViewsStage()
+    result = build_map(source, MapConfig(voxel_size_m=VOXEL, stride=2, progress=False), [tracking, views])
+    assert source.passes == 1
+    assert tracking.loop_result is not None and tracking.loop_result.tsdf_map is None
+    assert len(result.pose_corrections) == 1 and result.pose_corrections[0]["stage"] == "tracking"
+    integrated = [int(i) for i in result.frame_indices]
+    assert integrated == list(range(0, len(path), 2))
+    assert result.tsdf.frames_integrated == integrated  # every integrated frame, in order
+    tracked = tracking.tracker.poses_by_index()
+    np.testing.assert_allclose(result.trajectory.T_world_cam, np.stack([tracked[i] for i in integrated]))
+    for v in views.views:
+        np.testing.assert_allclose(v["T_world_cam"], tracked[v["frame_index"]])
