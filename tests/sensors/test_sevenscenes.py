@@ -24,6 +24,7 @@ from sensors.sevenscenes import (
     ThreeDMatchSource,
 )
 from tests.conftest import data_path
+from tests.sensors.conftest import SOURCES, dataset
 
 KINECT = Camera(585.0, 585.0, 320.0, 240.0, 640, 480)
 
@@ -33,9 +34,16 @@ def kitchen() -> Path:
     return data_path("7scenes-redkitchen")
 
 
-@pytest.fixture(scope="module")
-def match3d() -> Path:
-    return data_path("3dmatch-seq01")
+@pytest.fixture(scope="module", params=SOURCES)
+def kitchen_any(request, generated) -> Path:
+    """Redkitchen, or its generated stand-in (frames 0-5, 10-110 every 10, 55; tests/sensors/minidata.py)."""
+    return dataset(request.param, generated, "7scenes-redkitchen")
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def match3d(request, generated) -> Path:
+    """3DMatch seq01, or its generated stand-in (same camera and frame numbers)."""
+    return dataset(request.param, generated, "3dmatch-seq01")
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -97,10 +105,10 @@ def copy_frames(src: Path, dst: Path, numbers: list[int], color_ext: str = "jpg"
 
 
 @pytest.fixture
-def mini(kitchen: Path, tmp_path: Path) -> Path:
-    """Three real redkitchen frames (0, 1, 2) with their intrinsics, in a writable folder."""
-    d = copy_frames(kitchen, tmp_path / "mini", [0, 1, 2])
-    shutil.copyfile(kitchen / "camera-intrinsics.txt", d / "camera-intrinsics.txt")
+def mini(kitchen_any: Path, tmp_path: Path) -> Path:
+    """Three redkitchen frames (0, 1, 2; real or generated) with their intrinsics, in a writable folder."""
+    d = copy_frames(kitchen_any, tmp_path / "mini", [0, 1, 2])
+    shutil.copyfile(kitchen_any / "camera-intrinsics.txt", d / "camera-intrinsics.txt")
     return d
 
 
@@ -141,7 +149,8 @@ def test_loads_redkitchen_frames(kitchen: Path) -> None:
     assert (f.depth > 0).mean() > 0.65
 
 
-def test_register_color_false_keeps_the_stored_depth(kitchen: Path) -> None:
+def test_register_color_false_keeps_the_stored_depth(kitchen_any: Path) -> None:
+    kitchen = kitchen_any
     src = SevenScenesSource(kitchen, register_color=False)
     f = src[0]
     assert src.camera == KINECT and f.camera == KINECT
@@ -149,8 +158,9 @@ def test_register_color_false_keeps_the_stored_depth(kitchen: Path) -> None:
     np.testing.assert_array_equal(f.depth, raw)
 
 
-def test_registered_depth_is_the_same_surface(kitchen: Path) -> None:
+def test_registered_depth_is_the_same_surface(kitchen_any: Path) -> None:
     """Registered depth + colour camera back-projects onto raw depth + depth camera (identity extrinsic)."""
+    kitchen = kitchen_any
     reg = SevenScenesSource(kitchen)[0]
     raw = SevenScenesSource(kitchen, register_color=False)[0]
     pts_reg = reg.camera.backproject_valid(reg.depth)
@@ -160,11 +170,12 @@ def test_registered_depth_is_the_same_surface(kitchen: Path) -> None:
     assert np.median(d) < 0.002 and np.percentile(d, 99) < 0.005, (np.median(d), np.percentile(d, 99))
 
 
-@pytest.mark.parametrize("i, j", [(0, 30), (500, 530)])
-def test_two_frames_agree_in_world(kitchen: Path, i: int, j: int) -> None:
+@pytest.mark.parametrize("kind, i, j", [("real", 0, 30), ("real", 500, 530), ("generated", 0, 30)])
+def test_two_frames_agree_in_world(kind: str, generated, i: int, j: int) -> None:
     """Frames 30 apart (5-23 cm, 3-11 degrees) overlap to within a few mm with their poses."""
-    src = SevenScenesSource(kitchen)
-    a, b = src[i], src[j]
+    src = SevenScenesSource(dataset(kind, generated, "7scenes-redkitchen"))
+    position = {int(src.frame_file(k, "pose").name[6:12]): k for k in range(len(src))}  # frame number -> index
+    a, b = src[position[i]], src[position[j]]
     tree = cKDTree(b.points_world(), balanced_tree=False, compact_nodes=False)
     nn = median_nn_m(a.points_world(), tree)
     # measured: 5.4 mm (0, 30) and 6.6 mm (500, 530)
@@ -299,7 +310,8 @@ def test_opening_3dmatch_as_7scenes_warns(match3d: Path) -> None:
         SevenScenesSource(match3d, register_color=False)
 
 
-def test_seq_subfolders_are_concatenated(kitchen: Path, tmp_path: Path) -> None:
+def test_seq_subfolders_are_concatenated(kitchen_any: Path, tmp_path: Path) -> None:
+    kitchen = kitchen_any
     scene = tmp_path / "scene"
     copy_frames(kitchen, scene / "seq-01", [0, 1])
     copy_frames(kitchen, scene / "seq-02", [5])
