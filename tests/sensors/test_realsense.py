@@ -15,7 +15,7 @@ import pytest
 
 from sensors import Camera, Frame, SourceError, open_source
 from sensors.io import read_depth_m, read_rgb
-from tests.conftest import data_path
+from tests.sensors.conftest import SOURCES, dataset
 
 rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 is not installed (pip install semmap[realsense])")
 
@@ -26,9 +26,9 @@ N_FRAMES = 5
 KINECT = Camera(fx=585.0, fy=585.0, cx=320.0, cy=240.0, width=640, height=480)
 
 
-def load_redkitchen(n: int = N_FRAMES) -> list[Frame]:
-    """The first ``n`` redkitchen frames: colour, depth in metres (mm / 1000), t = i / 30 s."""
-    root = data_path("7scenes-redkitchen")
+def load_redkitchen(root: Path, n: int = N_FRAMES) -> list[Frame]:
+    """The first ``n`` redkitchen frames (of ``root``, real or generated): colour, depth in
+    metres (mm / 1000), t = i / 30 s."""
     return [
         Frame(
             rgb=read_rgb(root / f"frame-{i:06d}.color.jpg"),
@@ -42,9 +42,15 @@ def load_redkitchen(n: int = N_FRAMES) -> list[Frame]:
     ]
 
 
+@pytest.fixture(scope="module", params=SOURCES)
+def kitchen_any(request, generated) -> Path:
+    """Redkitchen, or its generated stand-in (tests/sensors/minidata.py)."""
+    return dataset(request.param, generated, "7scenes-redkitchen")
+
+
 @pytest.fixture(scope="module")
-def frames() -> list[Frame]:
-    return load_redkitchen()
+def frames(kitchen_any: Path) -> list[Frame]:
+    return load_redkitchen(kitchen_any)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +101,9 @@ def test_playback_returns_the_recorded_frames(frames: list[Frame], recording: Pa
     assert np.all(np.diff(stamps) > 0), f"timestamps do not increase: {stamps}"
 
 
-def test_depth_scale_is_read_from_the_recording(tmp_path: Path) -> None:
+def test_depth_scale_is_read_from_the_recording(kitchen_any: Path, tmp_path: Path) -> None:
     """Half-millimetre units: the player must use the recorded scale, not assume 1 mm."""
-    frames = load_redkitchen(2)
+    frames = load_redkitchen(kitchen_any, 2)
     path = record_frames(frames, tmp_path / "half_mm.db3", depth_scale=0.0005)
     with RealSenseSource(path) as src:
         assert src.depth_scale == pytest.approx(0.0005, rel=1e-6)
@@ -143,10 +149,10 @@ def test_missing_recording_names_the_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["notes.db3", "image.bag"])
-def test_non_recording_file_is_a_clear_error(tmp_path: Path, name: str) -> None:
+def test_non_recording_file_is_a_clear_error(kitchen_any: Path, tmp_path: Path, name: str) -> None:
     bad = tmp_path / name
     if name.endswith(".bag"):
-        shutil.copy(data_path("7scenes-redkitchen", "frame-000000.depth.png"), bad)
+        shutil.copy(kitchen_any / "frame-000000.depth.png", bad)
     else:
         bad.write_text("not a recording\n")
     with pytest.raises(SourceError, match=f"{name}.*not a playable RealSense recording"):
@@ -160,8 +166,8 @@ def test_live_without_camera_is_a_clear_error() -> None:
         open_source("realsense")
 
 
-def test_record_refuses_bad_frames_and_leaves_nothing(tmp_path: Path) -> None:
-    good = load_redkitchen(2)
+def test_record_refuses_bad_frames_and_leaves_nothing(kitchen_any: Path, tmp_path: Path) -> None:
+    good = load_redkitchen(kitchen_any, 2)
     too_far = good[1].with_(depth=np.full(KINECT.shape, 70.0, np.float32))  # > 65.535 m at 1 mm
     no_depth = good[1].with_(depth=None)
     same_time = good[1].with_(timestamp=good[0].timestamp)

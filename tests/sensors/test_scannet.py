@@ -18,7 +18,7 @@ from scipy.spatial import cKDTree
 
 from sensors import Camera, SourceError, detect_source, open_source
 from sensors.scannet import ScanNetSource
-from tests.conftest import data_path
+from tests.sensors.conftest import SOURCES, dataset
 
 FRAME_IDS = [0, 5, 10, 20, 100]  # lexicographic order differs from numeric
 BAD_POSE_ID = 10
@@ -57,10 +57,16 @@ def build_scannet(root: Path, out: Path) -> dict:
     return ref
 
 
+@pytest.fixture(scope="module", params=SOURCES)
+def kitchen_any(request, generated) -> Path:
+    """Redkitchen, or its generated stand-in (tests/sensors/minidata.py)."""
+    return dataset(request.param, generated, "7scenes-redkitchen")
+
+
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory) -> tuple[Path, dict]:
+def scene(kitchen_any, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("scannet") / "scene0000_00"
-    return out, build_scannet(data_path("7scenes-redkitchen"), out)
+    return out, build_scannet(kitchen_any, out)
 
 
 def quiet(path: Path, **options) -> ScanNetSource:

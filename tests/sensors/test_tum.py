@@ -24,7 +24,7 @@ from scipy.spatial.transform import Rotation, RotationSpline
 
 from sensors import Camera, SourceError, detect_source, open_source
 from sensors.tum import TUM_INTRINSICS, TUMSource, associate_times, tum_camera
-from tests.conftest import data_path
+from tests.sensors.conftest import SOURCES, dataset
 
 T0 = 1305031102.0  # a TUM-like epoch time: float64 keeps ~0.2 us here
 KNOT_FRAMES = list(range(0, 120, 10))  # 12 7-Scenes frames, 1/3 s apart at 30 Hz
@@ -105,9 +105,15 @@ def build_tum_sequence(root: Path, out: Path) -> dict:
     return ref
 
 
+@pytest.fixture(scope="module", params=SOURCES)
+def kitchen_any(request, generated) -> Path:
+    """Redkitchen, or its generated stand-in (tests/sensors/minidata.py)."""
+    return dataset(request.param, generated, "7scenes-redkitchen")
+
+
 @pytest.fixture(scope="module")
-def tum_seq(tmp_path_factory) -> tuple[Path, dict]:
-    root = data_path("7scenes-redkitchen")
+def tum_seq(kitchen_any, tmp_path_factory) -> tuple[Path, dict]:
+    root = kitchen_any
     out = tmp_path_factory.mktemp("tum") / "rgbd_dataset_freiburg1_test"
     return out, build_tum_sequence(root, out)
 
