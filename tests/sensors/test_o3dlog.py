@@ -14,12 +14,13 @@ from scipy.spatial import cKDTree
 from sensors import Camera, SourceError, detect_source, open_source
 from sensors.o3dlog import PRIMESENSE, O3DLogSource, read_o3d_intrinsic
 from sensors.trajectory_io import read_o3d_log
-from tests.conftest import data_path
+from tests.sensors.conftest import SOURCES, dataset
 
 
-@pytest.fixture(scope="module")
-def rgbd() -> Path:
-    return data_path("open3d-rgbd", "RGBD")
+@pytest.fixture(scope="module", params=SOURCES)
+def rgbd(request, generated) -> Path:
+    """Open3D's ICL-NUIM test frames, or 5 generated frames in their layout (tests/sensors/minidata.py)."""
+    return dataset(request.param, generated, "open3d-rgbd", "RGBD")
 
 
 @pytest.fixture

@@ -16,15 +16,16 @@ import sensors
 from sensors.camera import Camera
 from sensors.io import SourceError
 from sensors.replica import ReplicaSource
-from tests.conftest import data_path
+from tests.sensors.conftest import SOURCES, dataset
 
 OFFICE0_CAMERA = Camera(600.0, 600.0, 599.5, 339.5, 1200, 680)
 
 
-@pytest.fixture(scope="module")
-def office_root() -> Path:
-    """The folder holding cam_params.json, office0/ and the mesh."""
-    return data_path("replica-office0")
+@pytest.fixture(scope="module", params=SOURCES)
+def office_root(request, generated) -> Path:
+    """The folder holding cam_params.json, office0/ and the mesh (real, or generated:
+    tests/sensors/minidata.py renders 4 frames of a generated room with office0's camera)."""
+    return dataset(request.param, generated, "replica-office0")
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +104,16 @@ def test_two_frames_agree_in_world(office0: ReplicaSource) -> None:
     assert static > 3 * nn
 
 
-def test_detection_and_open_source(office_root: Path) -> None:
+def test_detection_and_open_source(office_root: Path, tmp_path: Path) -> None:
     assert sensors.detect_source(office_root / "office0") == "replica"
     assert sensors.detect_source(office_root) == "replica"  # parent with one scene + cam_params.json
     for spec in ("replica:" + str(office_root), "replica:" + str(office_root / "office0"), str(office_root)):
         src = sensors.open_source(spec)
         assert isinstance(src, ReplicaSource) and len(src) == 4
         assert src.scene == office_root / "office0"
-    assert not ReplicaSource.detect(data_path("7scenes-redkitchen"))
+    for suffix in ("color.jpg", "depth.png", "pose.txt"):  # a 7-Scenes layout is not Replica
+        (tmp_path / f"frame-000000.{suffix}").write_bytes(b"")
+    assert not ReplicaSource.detect(tmp_path)
 
 
 def test_depth_scale_override(office_root: Path, tmp_path: Path) -> None:
