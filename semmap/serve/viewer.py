@@ -95,7 +95,7 @@ def display_mesh(snapshot: MapSnapshot, max_triangles: int) -> DisplayMesh:
     import open3d as o3d
 
     mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(v.astype(np.float64)),
-                                     o3d.utility.Vector3iVector(f))
+                                     o3d.utility.Vector3iVector(np.array(f, np.int32)))
     mesh.vertex_colors = o3d.utility.Vector3dVector(c.astype(np.float64))
     extent = float(np.max(v.max(0) - v.min(0)))
     voxel = extent / 1000.0
@@ -198,6 +198,7 @@ class Viewer:
         self.last_draw = 0.0
         self.redraws = 0
         self._query_top = config.top
+        self._pending = False
         self._object_nodes: dict[int, Any] = {}
         self._layer_nodes: dict[str, list[Any]] = {}
         self._build_gui()
@@ -433,8 +434,17 @@ class Viewer:
         if snapshot.name == self.name or self.name is None or snapshot.version == 1:
             self._dirty.set()
 
+    def client_connected(self, client: Any) -> None:
+        """viser connect callback: a browser joined; draw what changed while nobody watched."""
+        if self._pending:
+            self._dirty.set()
+
     def refresh_loop(self) -> None:
-        """Redraw the shown map when it changed, at most every ``refresh_s`` seconds."""
+        """Redraw the shown map when it changed, at most every ``refresh_s`` seconds.
+
+        While no browser is connected nothing is drawn (the change is kept pending until
+        one connects), so an unwatched viewer costs the service nothing.
+        """
         while not self._stopping.is_set():
             if not self._dirty.wait(timeout=0.5):
                 continue
@@ -442,6 +452,10 @@ class Viewer:
             if wait > 0 and self._stopping.wait(timeout=wait):
                 return
             self._dirty.clear()
+            if not self.server.get_clients():
+                self._pending = True
+                continue
+            self._pending = False
             try:
                 with self._lock:
                     names = self.store.names()
@@ -511,6 +525,7 @@ def start_viewer(store: MapStore, host: str = "127.0.0.1", port: int = 8080,
     server = viser.ViserServer(host=host, port=port, label=config.label, verbose=False)
     viewer = Viewer(store, server, config)
     store.add_listener(viewer.mark_dirty)
+    server.on_client_connect(viewer.client_connected)
     thread = threading.Thread(target=viewer.refresh_loop, name="semmap-viewer-refresh", daemon=True)
     thread.start()
     return ViewerHandle(server, viewer, thread, host, server.get_port())

@@ -32,7 +32,6 @@ from semmap.cli import main
 from tests.conftest import REPO_ROOT, data_path
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
 pytest.importorskip("viser", reason="viser is not installed (pip install -e '.[serve]')")
 
 WIDTH, HEIGHT = 960, 640
@@ -164,7 +163,7 @@ def small_graph(snapshot):
 def served(tmp_path_factory):
     """A lite map of 5 redkitchen frames, with a small graph, served by the viewer on 127.0.0.1."""
     from semmap.serve.maps import EncoderCache, MapStore, load_map_snapshot
-    from semmap.serve.viewer import start_viewer
+    from semmap.serve.viewer import ViewerConfig, start_viewer
 
     root = data_path("7scenes-redkitchen")
     out = tmp_path_factory.mktemp("viewer") / "kitchen"
@@ -174,13 +173,15 @@ def served(tmp_path_factory):
     snap = load_map_snapshot(out, EncoderCache())
     store = MapStore()
     store.publish(replace(snap, graph=small_graph(snap)))
-    handle = start_viewer(store, host="127.0.0.1", port=free_port())
+    handle = start_viewer(store, host="127.0.0.1", port=free_port(), config=ViewerConfig(refresh_s=1.0))
     yield store, handle
     handle.stop()
 
 
 @pytest.fixture
 def browser(tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
     b = Browser(tmp_path / "chromium-profile")
     yield b
     b.close()
@@ -252,3 +253,60 @@ def test_page_draws_the_mesh_selects_an_object_and_shows_a_query_heat_map(served
     assert abs(drawn_share(after) - drawn_share(before)) < 0.1  # same mesh, same view: only colours changed
     assert np.abs(histogram(after) - histogram(before)).sum() > 0.3
     assert blue_share(after) > blue_share(before) + 0.1, (blue_share(before), blue_share(after))
+
+
+def test_live_publishes_redraw_when_watched_at_most_every_refresh_period(served, browser):
+    store, handle = served
+    viewer = handle.viewer
+    viewer.run_query(QUERY, 3)
+    snap = store.get("kitchen")
+    grown = replace(snap, mesh_triangles=snap.mesh_triangles[: len(snap.mesh_triangles) // 2], frames=snap.frames + 1,
+                    live=True, mapping="running", frames_dropped=7)
+
+    def burst() -> int:
+        for _ in range(5):  # publishes as a live worker makes them
+            store.publish(grown)
+            time.sleep(0.05)
+        return store.get("kitchen").version
+
+    def wait_drawn(version: int) -> None:
+        deadline = time.monotonic() + 3 * viewer.config.refresh_s + 30
+        while viewer.drawn_version != version and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert viewer.drawn_version == version, "the viewer did not redraw the newest snapshot"
+
+    # nobody watching: nothing is drawn, the change waits
+    assert not handle.server.get_clients()
+    last = burst()
+    time.sleep(2 * viewer.config.refresh_s + 0.5)
+    assert viewer.drawn_version < last
+    # a browser connects: the newest snapshot is drawn
+    redraws = viewer.redraws
+    browser.call("Page.navigate", url=handle.url)
+    wait_drawn(last)
+    assert viewer.redraws - redraws == 1
+    # watched: a burst of five publishes makes at most two redraws (one per refresh period)
+    redraws = viewer.redraws
+    last = burst()
+    wait_drawn(last)
+    assert 1 <= viewer.redraws - redraws <= 2
+    assert len(viewer.mesh.triangles) == len(grown.mesh_triangles)
+    assert "live: running, 7 frames dropped" in viewer.gui_status.content
+    assert viewer.gui_results.content.startswith(f"'{QUERY}':")  # the active query was answered on the new snapshot
+    assert snap.mesh_triangles.flags.writeable is False  # the viewer only read the map data
+    shot = browser.wait_for(lambda: (lambda im: im if drawn_share(im) > 0.03 else None)(browser.screenshot()),
+                            "the half mesh to be drawn")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(shot).save(ARTIFACTS / "live_half_mesh.png")
+
+
+def test_large_meshes_are_decimated_for_display(served):
+    from semmap.serve.viewer import display_mesh
+
+    snap = served[0].get("kitchen")
+    small = display_mesh(snap, 1000)
+    assert 100 < len(small.triangles) <= 1000 < len(snap.mesh_triangles)
+    lo, hi = snap.mesh_vertices.min(0), snap.mesh_vertices.max(0)
+    assert np.all(small.vertices >= lo - 1e-4) and np.all(small.vertices <= hi + 1e-4)
+    assert small.colours.shape == small.vertices.shape and 0 <= small.colours.min() <= small.colours.max() <= 1
+    assert display_mesh(snap, len(snap.mesh_triangles)).triangles is snap.mesh_triangles  # small enough: as is
