@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,16 +20,16 @@ QUERIES = ("coffee mug", "chair", "the mug on the table", "a chair next to the t
 
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory) -> dict[str, Path]:
-    """Three maps of 5 redkitchen frames: lite features + scene graph, lite features only,
-    geometry only."""
+    """Three maps of redkitchen frames: lite features + scene graph, the same without the
+    graph, and a geometry-only map."""
     root = data_path("7scenes-redkitchen")
     base = tmp_path_factory.mktemp("serve")
     common = ["--stride", "40", "--max-frames", "5", "--voxel-size", "0.04", "--no-progress"]
     sem = ["--encoder", "lite", "--crop-scales", "0.4", "--semantic-voxel-size", "0.06"]
     out = {"kitchen": base / "kitchen", "plain": base / "plain", "geometry": base / "geometry"}
     assert main(["map", f"7scenes:{root}", "--out", str(out["kitchen"]), *common, *sem]) == 0
+    shutil.copytree(out["kitchen"], out["plain"])  # the same map, without a scene graph
     assert main(["graph", str(out["kitchen"])]) == 0
-    assert main(["map", f"7scenes:{root}", "--out", str(out["plain"]), *common, *sem]) == 0
     assert main(["map", f"7scenes:{root}", "--out", str(out["geometry"]), *common[:-1], "--max-frames", "3",
                  "--no-progress"]) == 0
     return out
@@ -87,7 +88,7 @@ def test_answers_equal_the_cli(service, maps, name, capsys):
     """Each result equals `semmap query --json`'s; relational phrases go to the graph when there is one."""
     client = service[0]
     for text in QUERIES:
-        for top in (1, 4):
+        for top in (1, 4) if text == "coffee mug" else (3,):
             r = client.post(f"/maps/{name}/query", json={"text": text, "top": top})
             assert r.status_code == 200, r.text
             doc = r.json()
@@ -181,7 +182,7 @@ def test_missing_layers_are_409(service):
 
 
 def test_concurrent_clients_over_http(service, maps, capsys):
-    """A real uvicorn server on 127.0.0.1: 8 clients, 64 requests, all 200 and all equal."""
+    """A real uvicorn server on 127.0.0.1: 8 clients, 32 requests, all 200 and all equal."""
     import httpx
 
     from semmap.serve.app import create_app, start_server
@@ -197,7 +198,7 @@ def test_concurrent_clients_over_http(service, maps, capsys):
                 return r.status_code, r.json()["results"]
 
         with cf.ThreadPoolExecutor(8) as pool:
-            got = list(pool.map(ask, range(64)))
+            got = list(pool.map(ask, range(32)))
     finally:
         handle.stop()
     assert all(code == 200 for code, _ in got)
