@@ -17,9 +17,11 @@ Replica; ScanNet label meshes), with the choices they differ on written into the
   ensembling); each semantic voxel takes the class whose embedding is most cosine-similar to its
   fused feature; each GT point takes the class of the nearest voxel centre within
   ``max_distance_m``. *Object level* (``object_level=True``): each GT point takes the class of
-  the scene-graph object whose box (grown by ``max_distance_m``) contains it, the smallest such
-  box when several do; an object's class is the best match of its embedding (structure
-  without an embedding: of its kind's name, "floor", "wall").
+  the scene-graph object it falls in: the objects whose box grown by 2 cm holds it (floor and
+  walls: grown by ``max_distance_m`` and within it of their plane) are candidates, and the one
+  whose embedding best matches the nearest voxel feature wins (the saved graph keeps boxes, not
+  member points; without a feature nearby the smallest box wins); an object's class is the best
+  match of its embedding (structure without an embedding: of its kind's name, "floor", "wall").
 - **Unmatched** points (no voxel within ``max_distance_m`` / in no object box) are reported as
   a share and either counted as wrong (``unmatched="wrong"``: a false negative of their class,
   nobody's false positive) or left out (``"exclude"``).
@@ -137,13 +139,18 @@ class ClassList:
 
 
 def load_labelled_points(
-    path: Path | str, classes: ClassList, label_attr: str = "label"
+    path: Path | str, classes: ClassList, label_attr: str = "label", sample_spacing_m: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(N, 3) float64 GT points (world, metres) and (N,) int64 class ids, from a labelled PLY.
 
     ``label_attr`` is looked up on the vertices, then on the faces (face centroids become the
     points). Values are mapped through ``classes.instance_class`` when it is given. Points
-    whose class is not in ``classes`` are dropped.
+    whose class is not in ``classes`` are dropped. ``sample_spacing_m``: instead of vertices /
+    face centroids, sample the triangles uniformly by area (about one point per spacing^2,
+    ``scenegraph.evaluate.sample_surface``, seed 0), each point taking its triangle's label (the
+    majority of its vertices' labels for vertex labels): meshes whose vertices are sparse or
+    bunched at object boundaries (generated rooms, a cylinder's two rims) then weigh surface
+    area, not vertex count.
 
     Raises:
         FileNotFoundError / ValueError: no file, no such property (the message lists the
@@ -156,17 +163,36 @@ def load_labelled_points(
     if not {"x", "y", "z"} <= set(vert):
         raise ValueError(f"{path}: no vertex x, y, z")
     xyz = np.stack([vert["x"], vert["y"], vert["z"]], axis=1).astype(np.float64)
-    if label_attr in vert:
-        pts, raw = xyz, np.asarray(vert[label_attr]).astype(np.int64)
-    elif label_attr in ply.get("face", {}):
+    faces = ply.get("face", {})
+    idx = faces.get("vertex_indices", faces.get("vertex_index"))
+    if label_attr in vert or label_attr in faces:
         from sensors.ply import faces_as_triangles
 
-        idx = ply["face"].get("vertex_indices", ply["face"].get("vertex_index"))
-        if idx is None:
-            raise ValueError(f"{path}: faces have {label_attr!r} but no vertex_indices")
-        tri, src = faces_as_triangles(idx)
-        pts = xyz[tri].mean(axis=1)
-        raw = np.asarray(ply["face"][label_attr]).astype(np.int64)[src]
+        tri, src = faces_as_triangles(idx) if idx is not None else (None, None)
+        if sample_spacing_m is not None and tri is None:
+            raise ValueError(f"{path}: surface sampling needs faces, and the file has none")
+        if label_attr in vert:
+            vlab = np.asarray(vert[label_attr]).astype(np.int64)
+            if sample_spacing_m is None:
+                pts, raw = xyz, vlab
+            else:
+                t = vlab[tri]
+                raw = np.where(t[:, 1] == t[:, 2], t[:, 1], t[:, 0])  # majority of 3 (first when all differ)
+        else:
+            if tri is None:
+                raise ValueError(f"{path}: faces have {label_attr!r} but no vertex_indices")
+            raw = np.asarray(faces[label_attr]).astype(np.int64)[src]
+            if sample_spacing_m is None:
+                pts = xyz[tri].mean(axis=1)
+        if sample_spacing_m is not None:
+            import open3d as o3d
+
+            from scenegraph.evaluate import sample_surface
+
+            if not sample_spacing_m > 0:
+                raise ValueError(f"sample spacing must be > 0 m, got {sample_spacing_m}")
+            mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(xyz), o3d.utility.Vector3iVector(tri.astype(np.int32)))
+            pts, raw = sample_surface(mesh, raw, sample_spacing_m)
     else:
         have = [f"vertex.{k}" for k in vert] + [f"face.{k}" for k in ply.get("face", {})]
         raise ValueError(f"{path}: no label property {label_attr!r} (has {', '.join(have)}); set --label-attr")
@@ -335,6 +361,7 @@ def evaluate_semantic(
     object_level: bool = False,
     device: str = "cpu",
     encoder=None,
+    sample_spacing_m: float | None = None,
 ) -> SemanticEvaluation:
     """Label every GT point from the map and score it (see the module docstring).
 
@@ -349,6 +376,8 @@ def evaluate_semantic(
         unmatched: "wrong" or "exclude".
         object_level: label by scene-graph objects instead of voxels.
         device: torch device of the encoder; ``encoder``: use this one (the map's by default).
+        sample_spacing_m: sample the GT surface uniformly instead of using its vertices
+            (see :func:`load_labelled_points`).
     """
     from scipy.spatial import cKDTree
 
@@ -358,21 +387,29 @@ def evaluate_semantic(
         raise ValueError(f"--unmatched must be one of {UNMATCHED_MODES}, got {unmatched!r}")
     map_dir = Path(map_dir)
     cl = classes if isinstance(classes, ClassList) else ClassList.load(classes)
-    points, gt = load_labelled_points(gt_path, cl, label_attr)
+    points, gt = load_labelled_points(gt_path, cl, label_attr, sample_spacing_m)
     from mapping.semantic_map import SemanticMap
 
     smap = SemanticMap.load(map_dir, encoder=encoder, device=device)
     text = class_text_embeddings(smap.encoder, cl.names, tuple(templates))
     pred = np.full(len(points), -1, np.int64)
+    ok = smap.usable
+    centres = (smap.coords[ok] + 0.5) * smap.voxel_size_m
+    d, idx = cKDTree(centres).query(points, k=1, distance_upper_bound=max_distance_m)
+    hit = np.isfinite(d)
     if object_level:
-        n_objects = _label_by_objects(map_dir, points, cl, text, max_distance_m, smap.encoder, tuple(templates), pred)
-        what = f"scene-graph objects ({n_objects}), box grown by max_distance_m, smallest box wins"
+        feature = np.zeros((len(points), smap.dim), np.float32)
+        feature[hit] = smap.unit_embeddings[ok][idx[hit]]
+        n_objects = _label_by_objects(
+            map_dir, points, cl, text, max_distance_m, smap.encoder, tuple(templates), pred, feature
+        )
+        what = (
+            f"scene-graph objects ({n_objects}): candidates are the objects whose box grown by 2 cm holds the point "
+            "(structure: grown by max_distance_m and within it of its plane); the one whose embedding best matches "
+            "the nearest voxel feature wins (no feature nearby: the smallest box); its class is its embedding's best match"
+        )
     else:
-        ok = smap.usable
-        centres = (smap.coords[ok] + 0.5) * smap.voxel_size_m
         voxel_class = cl.ids[np.argmax(smap.unit_embeddings[ok] @ text.T, axis=1)]
-        d, idx = cKDTree(centres).query(points, k=1, distance_upper_bound=max_distance_m)
-        hit = np.isfinite(d)
         pred[hit] = voxel_class[idx[hit]]
         what = f"nearest semantic voxel centre ({int(ok.sum())} voxels of {smap.voxel_size_m} m) within max_distance_m"
     metrics = segmentation_metrics(gt, pred, cl.ids, cl.names, unmatched)
@@ -391,12 +428,27 @@ def evaluate_semantic(
         "max_distance_m": max_distance_m,
         "unmatched": unmatched,
         "averaging": "over classes with at least one counted GT point; f-mIoU weights by GT point share",
-        "points": "GT vertices (vertex labels) or face centroids (face labels), labels outside the class list ignored",
+        "points": (
+            "GT vertices (vertex labels) or face centroids (face labels)"
+            if sample_spacing_m is None
+            else f"GT surface sampled uniformly, one point per {sample_spacing_m} m squared, triangle labels"
+        )
+        + "; labels outside the class list ignored",
     }
     return SemanticEvaluation(metrics, protocol, points, gt, pred)
 
 
-def _label_by_objects(map_dir: Path, points, cl: ClassList, text, grow_m: float, encoder, templates, pred) -> int:
+def _label_by_objects(
+    map_dir: Path, points, cl: ClassList, text, grow_m: float, encoder, templates, pred, voxel_feature,
+    box_grow_m: float = 0.02,
+) -> int:
+    """Object-level labels into ``pred`` (see the module docstring); returns the object count.
+
+    ``voxel_feature``: (N, D) the map's feature at each point (zero rows where none), which
+    decides between several objects whose boxes hold a point. Object boxes grow by at most
+    ``box_grow_m`` (their surface nodes are 2 cm apart; more would take in the table top around
+    a mug), floor and walls by ``grow_m``.
+    """
     from scenegraph.graph import SceneGraph
 
     path = map_dir / "scene_graph.json"
@@ -406,14 +458,22 @@ def _label_by_objects(map_dir: Path, points, cl: ClassList, text, grow_m: float,
     objs = list(graph.objects)
     kinds = sorted({o.kind for o in objs if o.embedding is None})
     kind_emb = dict(zip(kinds, class_text_embeddings(encoder, kinds, templates))) if kinds else {}
-    best_vol = np.full(len(points), np.inf)
+    has_feature = np.linalg.norm(voxel_feature, axis=1) > 0
+    best = np.full(len(points), -np.inf)
     for o in objs:
-        emb = o.embedding if o.embedding is not None else kind_emb[o.kind]
-        c = cl.ids[int(np.argmax(text @ np.asarray(emb, np.float32)))]
-        lo, hi = np.asarray(o.bbox_min) - grow_m, np.asarray(o.bbox_max) + grow_m
-        vol = float(np.prod(hi - lo))
-        inside = np.all((points >= lo) & (points <= hi), axis=1) & (vol < best_vol)
-        pred[inside], best_vol[inside] = c, vol
+        emb = np.asarray(o.embedding if o.embedding is not None else kind_emb[o.kind], np.float32)
+        c = cl.ids[int(np.argmax(text @ emb))]
+        g = grow_m if o.is_structure else min(grow_m, box_grow_m)
+        lo, hi = np.asarray(o.bbox_min) - g, np.asarray(o.bbox_max) + g
+        inside = np.all((points >= lo) & (points <= hi), axis=1)
+        if o.is_structure and o.plane is not None:
+            plane = np.asarray(o.plane, np.float64)
+            inside &= np.abs(points @ plane[:3] + plane[3]) <= grow_m
+        # candidates compete by how well the object's embedding matches the feature there;
+        # without a feature, the smaller box wins (scores below any cosine)
+        score = np.where(has_feature, voxel_feature @ emb, -2.0 - float(np.prod(hi - lo)))
+        take = inside & (score > best)
+        pred[take], best[take] = c, score[take]
     return len(objs)
 
 
@@ -464,5 +524,5 @@ def plot_semantic_errors(result: SemanticEvaluation, path: Path | str, max_point
     ax.set_title(f"{result.protocol['level']} labels: mIoU {result.metrics.miou:.2f}", fontsize=10)
     ax.set_xlabel(f"{'xyz'[a]} (m)")
     ax.set_ylabel(f"{'xyz'[b]} (m)")
-    ax.legend(fontsize=8, markerscale=10)
+    ax.legend(fontsize=8, markerscale=10, loc="upper right")
     return _save_figure(fig, Path(path))

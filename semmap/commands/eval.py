@@ -142,6 +142,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--unmatched", choices=["wrong", "exclude"], default="wrong", help="GT points with no map feature nearby"
     )
+    s.add_argument(
+        "--sample-spacing",
+        type=float,
+        default=None,
+        metavar="M",
+        help="sample the GT surface uniformly at about this spacing (metres) instead of using its vertices",
+    )
     s.add_argument("--ignore-classes", default="", help="comma-separated class names left out of the evaluation")
     s.add_argument("--object-level", action="store_true", help="label by the scene-graph objects (needs semmap graph)")
     s.add_argument("--device", default="cpu", help="torch device of the text encoder (default cpu)")
@@ -301,6 +308,7 @@ def cmd_eval_semantic(args: argparse.Namespace) -> int:
         unmatched=args.unmatched,
         object_level=args.object_level,
         device=args.device,
+        sample_spacing_m=args.sample_spacing,
     )
     out = args.out or args.map
     paths = write_semantic_report(result, out)
