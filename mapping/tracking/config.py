@@ -97,7 +97,12 @@ class TrackerConfig:
     intensity_huber_delta: float = 0.1
     """Huber threshold of the intensity residual (intensities in [0, 1]); "hybrid" only."""
     constant_velocity: bool = True
-    """Predict the next pose by repeating the last inter-frame motion (only when the last two frames were tracked)."""
+    """Predict the next pose by repeating the last inter-frame motion (only when the last two frames were tracked).
+    The motion is per ``Frame.index`` step: after a gap in the indices (a live source that kept only the newest
+    frame, or a stride) it is scaled by the gap."""
+    velocity_max_gap_frames: int = 15
+    """The constant-velocity prediction is not extrapolated over an index gap larger than this (frames); the
+    last pose is the prediction then."""
     anchor_to_given_pose: bool = True
     """The first tracked frame takes its reader pose when it has one (else identity)."""
     min_valid_depth_fraction: float = 0.05
@@ -131,7 +136,24 @@ class TrackerConfig:
     0.16 cm mesh, 1.30 cm raycast (reconstruction 0.1 vs 1.3 cm worse than from the true poses).
     Redkitchen (Kinect noise) 1000 frames: ATE 2.51 cm at 177 ms/frame mesh, 2.63 cm at 104 ms/frame raycast."""
     mesh_refresh_frames: int = 10
-    """"mesh" rendering: rebuild the model mesh after this many tracked frames."""
+    """"mesh" rendering: rebuild the model mesh after this many tracked frames ..."""
+    mesh_refresh_m: float = 0.15
+    """... or when the camera moved this far from where it was last built, metres ..."""
+    mesh_refresh_deg: float = 15.0
+    """... or turned this much, degrees (and after every recovery)."""
+    mesh_scope: str = "local"
+    """"mesh" rendering: "local" meshes only the blocks around the last tracked view (dilated by
+    ``mesh_local_dilation_blocks``), so a rebuild costs what the view holds rather than what the map holds;
+    "full" meshes the whole map at every rebuild (its cost grows with the map)."""
+    mesh_local_dilation_blocks: int = 1
+    """"local" mesh: also mesh the allocated blocks within this many blocks of the view's blocks (1 block =
+    ``block_resolution`` voxels, 16 cm at 1 cm), so the next frames' views stay covered."""
+    model_integrate_full_resolution: bool = True
+    """Integrate the full-resolution frame into the own model; False integrates the reduced tracking image
+    (``downsample``; cheaper)."""
+    device: str = "CPU:0"
+    """Open3D device of the own model and of the odometry, "CPU:0" or "CUDA:0" (mesh rendering and the
+    numpy parts stay on the CPU)."""
     min_model_fraction: float = 0.1
     """Frame-to-model is only tried when at least this fraction of the raycast model image is valid."""
     relocalise_candidates: int = 3
@@ -160,6 +182,10 @@ class TrackerConfig:
             raise ValueError(f"unknown odometry method {self.method!r}; known: {', '.join(ODOMETRY_METHODS)}")
         if self.model_render not in ("raycast", "mesh"):
             raise ValueError(f"model_render must be 'raycast' or 'mesh', got {self.model_render!r}")
+        if self.mesh_scope not in ("local", "full"):
+            raise ValueError(f"mesh_scope must be 'local' or 'full', got {self.mesh_scope!r}")
+        if self.mesh_local_dilation_blocks < 0:
+            raise ValueError(f"mesh_local_dilation_blocks must be >= 0, got {self.mesh_local_dilation_blocks}")
         if self.mesh_refresh_frames < 1:
             raise ValueError(f"mesh_refresh_frames must be >= 1, got {self.mesh_refresh_frames}")
         if not self.fusion_prior > 0:
@@ -177,5 +203,7 @@ class TrackerConfig:
             raise ValueError(f"max_frames_lost must be >= 1, got {self.max_frames_lost}")
         if self.model_voxel_m is not None and not self.model_voxel_m > 0:
             raise ValueError(f"model_voxel_m must be positive or None, got {self.model_voxel_m}")
+        if self.velocity_max_gap_frames < 1:
+            raise ValueError(f"velocity_max_gap_frames must be >= 1, got {self.velocity_max_gap_frames}")
         if self.keyframe_every < 1:
             raise ValueError(f"keyframe_every must be >= 1, got {self.keyframe_every}")

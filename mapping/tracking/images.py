@@ -37,9 +37,10 @@ def reduced_camera(camera: Camera, factor: int) -> Camera:
 
 
 def _blocks(image: np.ndarray, factor: int) -> np.ndarray:
-    """(f * f, H // f, W // f, ...) stack of the f x f sub-sampled grids of an image cropped to a multiple of f."""
+    """(H // f, f, W // f, f, ...) view of an image cropped to a multiple of f: block (i, j) is ``[i, :, j, :]``."""
     image = crop_to_multiple(image, factor)
-    return np.stack([image[i::factor, j::factor] for i in range(factor) for j in range(factor)])
+    h, w = image.shape[:2]
+    return image.reshape(h // factor, factor, w // factor, factor, *image.shape[2:])
 
 
 def downsample_depth(depth_m: np.ndarray, factor: int, max_step_m: float = DEPTH_BLOCK_MAX_STEP_M) -> np.ndarray:
@@ -58,10 +59,10 @@ def downsample_depth(depth_m: np.ndarray, factor: int, max_step_m: float = DEPTH
         return d
     blocks = _blocks(d, factor)
     valid = blocks > 0
-    count = valid.sum(axis=0)
-    mean = blocks.sum(axis=0) / np.maximum(count, 1)
-    hi = blocks.max(axis=0)
-    lo = np.where(valid, blocks, np.float32(np.inf)).min(axis=0)
+    count = valid.sum(axis=(1, 3))
+    mean = blocks.sum(axis=(1, 3)) / np.maximum(count, 1)
+    hi = blocks.max(axis=(1, 3))
+    lo = np.where(valid, blocks, np.float32(np.inf)).min(axis=(1, 3))
     keep = (count > 0) & (hi - lo <= max_step_m)
     return np.where(keep, mean, 0.0).astype(np.float32)
 
@@ -70,7 +71,7 @@ def downsample_rgb(rgb: np.ndarray, factor: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (H // f, W // f, 3) float32 in [0, 1], block-averaged."""
     if factor == 1:
         return np.asarray(rgb, dtype=np.float32) / 255.0
-    total = _blocks(np.asarray(rgb), factor).sum(axis=0, dtype=np.float32)
+    total = _blocks(np.asarray(rgb), factor).sum(axis=(1, 3), dtype=np.float32)
     return total / np.float32(255.0 * factor * factor)
 
 
@@ -103,14 +104,16 @@ class AlignImage:
     def valid_fraction(self) -> float:
         return valid_fraction(self.depth_m)
 
-    def o3d_rgbd(self):
-        """``open3d.t.geometry.RGBDImage`` (colour (h, w, 3) float32, zeros if absent; depth (h, w, 1) metres)."""
+    def o3d_rgbd(self, device: str = "CPU:0"):
+        """``open3d.t.geometry.RGBDImage`` on Open3D ``device`` (colour (h, w, 3) float32, zeros if absent;
+        depth (h, w, 1) metres)."""
         import open3d as o3d
 
         o3c = o3d.core
+        dev = o3c.Device(device)
         rgb = self.color if self.color is not None else np.zeros(self.depth_m.shape + (3,), np.float32)
-        color = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb, dtype=np.float32)))
-        depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(self.depth_m[..., None], dtype=np.float32)))
+        color = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb, dtype=np.float32), device=dev))
+        depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(self.depth_m[..., None], dtype=np.float32), device=dev))
         return o3d.t.geometry.RGBDImage(color, depth)
 
 

@@ -225,8 +225,10 @@ def score_alignment(source: AlignImage, target: AlignImage, T_target_source: np.
     o3c = o3d.core
     K = o3c.Tensor(source.camera.K, dtype=o3c.float64)
 
+    dev = o3c.Device(config.device)
+
     def vertex_map(img: AlignImage, smooth: bool):
-        depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(img.depth_m[..., None])))
+        depth = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(img.depth_m[..., None]), device=dev))
         depth = depth.clip_transform(1.0, config.depth_min_m, config.depth_max_m, float("nan"))
         if smooth:
             depth = depth.filter_bilateral(5, 5.0, 10.0)
@@ -323,8 +325,8 @@ def dense_odometry(
     params = odo.OdometryLossParams(config.depth_outlier_trunc_m, config.depth_huber_delta_m, config.intensity_huber_delta)
     try:
         res = odo.rgbd_odometry_multi_scale(
-            source.o3d_rgbd(),
-            target.o3d_rgbd(),
+            source.o3d_rgbd(config.device),
+            target.o3d_rgbd(config.device),
             o3c.Tensor(source.camera.K, dtype=o3c.float64),
             o3c.Tensor(init, dtype=o3c.float64),
             1.0,

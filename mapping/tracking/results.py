@@ -75,6 +75,9 @@ class TrackingSummary:
         keyframes: keyframes kept.
         mean_ms: mean ``track`` time per frame, milliseconds.
         loops: verified loop closures (after ``finalize``).
+        source_frames_skipped: frames the source never handed to ``track``, from the gaps between
+            consecutive ``Frame.index`` values (a live source that kept only the newest frame, or a stride).
+        max_index_gap: largest such gap plus one (1 when no frame was skipped).
     """
 
     frames: int
@@ -83,10 +86,13 @@ class TrackingSummary:
     keyframes: int
     mean_ms: float
     loops: int = 0
+    source_frames_skipped: int = 0
+    max_index_gap: int = 1
 
     @classmethod
     def from_results(cls, results: list[TrackResult], keyframes: int, loops: int = 0) -> TrackingSummary:
         counts = Counter(r.status for r in results)
+        gaps = np.diff([r.index for r in results]) if len(results) > 1 else np.zeros(0, int)
         return cls(
             frames=len(results),
             status_counts={s: counts.get(s, 0) for s in TRACK_STATUSES},
@@ -94,12 +100,17 @@ class TrackingSummary:
             keyframes=keyframes,
             mean_ms=float(np.mean([r.ms for r in results])) if results else 0.0,
             loops=loops,
+            source_frames_skipped=int(np.clip(gaps - 1, 0, None).sum()),
+            max_index_gap=int(max(gaps.max(initial=1), 1)),
         )
 
     def lines(self) -> list[str]:
         """Human-readable report lines (one per untracked interval, not per frame)."""
         counts = ", ".join(f"{k} {v}" for k, v in self.status_counts.items() if v)
         out = [f"{self.frames} frames ({counts}); {self.keyframes} keyframes; {self.loops} loops; {self.mean_ms:.0f} ms/frame"]
+        if self.source_frames_skipped:
+            out.append(f"{self.source_frames_skipped} source frames skipped between tracked ones (largest index gap "
+                       f"{self.max_index_gap})")
         start = None
         for i, (idx, status, reason) in enumerate(self.events):
             nxt = self.events[i + 1] if i + 1 < len(self.events) else None

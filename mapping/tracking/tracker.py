@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from mapping.tracking.config import TrackerConfig
-from mapping.tracking.failure import check_alignment, check_depth
+from mapping.tracking.failure import check_alignment, check_depth, pose_difference
 from mapping.tracking.images import AlignImage, prepare_frame_image, reduced_camera
 from mapping.tracking.keyframes import (
     Keyframe,
@@ -46,10 +46,11 @@ from mapping.tracking.loop_closure import (
 from mapping.tracking.model import (
     build_mesh_renderer,
     frustum_blocks,
+    local_surface_blocks,
     render_mesh_model,
     render_model,
 )
-from mapping.tracking.odometry import Alignment, align, orthonormalize
+from mapping.tracking.odometry import Alignment, align, orthonormalize, se3_exp, se3_log
 from mapping.tracking.profile import StageTimes
 from mapping.tracking.results import (
     LoopClosureResult,
@@ -102,9 +103,11 @@ class Tracker:
         self._last_ok_seq: int | None = None
         self._T_last: np.ndarray | None = None
         self._T_prev: np.ndarray | None = None  # pose of the frame before the last, if it was tracked
+        self._index_last: int | None = None  # Frame.index of the last tracked frame
+        self._index_prev: int | None = None  # Frame.index of the frame before it (when _T_prev is set)
         self._last_image: AlignImage | None = None
         self._blocks_cache: tuple[int, object] | None = None
-        self._mesh_cache: tuple[int, object] | None = None
+        self._mesh_cache: tuple[int, np.ndarray, object] | None = None  # (seq, pose, renderer) of the last build
         self._own_model: TSDFMap | None = None
         self._model_chosen = False
         self.times = StageTimes()
@@ -161,15 +164,20 @@ class Tracker:
         """Try the alignments in order; returns the first accepted one and the failure reasons."""
         cfg = self.config
         T_last = self._T_last
-        use_velocity = cfg.constant_velocity and missed == 0 and self._T_prev is not None
-        T_pred = T_last @ (np.linalg.inv(self._T_prev) @ T_last) if use_velocity else T_last
+        T_velocity = self._velocity_prediction(int(frame.index)) if missed == 0 else None
+        use_velocity = T_velocity is not None
+        T_pred = T_velocity if use_velocity else T_last
+        # source frames never handed to track (a live source kept only the newest): the camera moved
+        # for that many frame intervals more, so the jump allowed from the prediction grows with them
+        dropped = max(int(frame.index) - self._index_last - 1 - missed, 0)
+        missed_for_jump = missed + dropped
         status = "ok" if missed == 0 else "recovered"
         failures: list[str] = []
-        blocks = self._model_blocks(tsdf_map)
+        blocks = self._model_blocks(tsdf_map) if cfg.model_render == "raycast" else None
 
         predictions = [("model", T_pred)] + ([("model without velocity", T_last)] if use_velocity else [])
         for label, T_start in predictions:
-            attempt, reason = self._try_model(image, tsdf_map, blocks, T_start, missed, status)
+            attempt, reason = self._try_model(image, tsdf_map, blocks, T_start, missed_for_jump, status)
             if attempt is not None:
                 if label != "model":
                     attempt.reason = f"constant-velocity prediction failed ({failures[-1]})"
@@ -182,7 +190,7 @@ class Tracker:
         with self.times.section("fallback:frame_to_frame"):
             a = align(image, kf.image, np.linalg.inv(kf.T_world_cam) @ T_pred, cfg, self._method_for(with_color=True))
         T = kf.T_world_cam @ a.T_target_source
-        reason = check_alignment(a, T_pred, T, cfg, missed)
+        reason = check_alignment(a, T_pred, T, cfg, missed_for_jump)
         if reason is None:
             return _Attempt(T, "frame_to_frame", a, f"frame-to-model failed ({failures[0]})"), failures
         failures.append(f"frame-to-frame (keyframe {kf.frame_index}): {reason}")
@@ -194,6 +202,28 @@ class Tracker:
             return attempt, failures
         failures.append("relocalisation: no keyframe matched")
         return None, failures
+
+    def _velocity_prediction(self, index: int) -> np.ndarray | None:
+        """Constant-velocity pose at ``Frame.index`` ``index``, or None when there is no velocity to use.
+
+        The last inter-frame motion is divided by the index gap of the last two tracked frames and
+        repeated for the gap to ``index`` (twists scaled linearly), so the prior stays valid when a
+        live source skipped frames. None when ``constant_velocity`` is off, the last two tracked calls
+        were not consecutive, or the gap exceeds ``velocity_max_gap_frames``.
+        """
+        cfg = self.config
+        if not cfg.constant_velocity or self._T_prev is None:
+            return None
+        step_prev = self._index_last - self._index_prev
+        step = index - self._index_last
+        if step_prev < 1 or step < 1:  # indices not increasing: one call = one step
+            step_prev = step = 1
+        if step > cfg.velocity_max_gap_frames:
+            return None
+        motion = np.linalg.inv(self._T_prev) @ self._T_last
+        if step != step_prev:
+            motion = se3_exp(se3_log(motion) * (step / step_prev))
+        return self._T_last @ motion
 
     def _tracking_model(self, tsdf_map: TSDFMap | None) -> TSDFMap:
         """The map to track against: the caller's, or the tracker's own finer one (chosen once)."""
@@ -213,6 +243,7 @@ class Tracker:
                         depth_max_m=cfg.depth_max_m,
                         integrate_color=cfg.uses_color,
                         initial_block_count=4000,
+                        device=cfg.device,
                     )
                 )
         if self._own_model is not None:
@@ -231,13 +262,17 @@ class Tracker:
         return self.config.method if with_color else "point_to_plane"
 
     def _try_model(
-        self, image: AlignImage, tsdf_map: TSDFMap, blocks, T_world_pred: np.ndarray, missed: int, status: str
+        self, image: AlignImage, tsdf_map: TSDFMap, blocks, T_world_pred: np.ndarray, missed: int, status: str,
+        renderer=None,
     ) -> tuple[_Attempt | None, str]:
-        """Align the frame to the model rendered at ``T_world_pred``; (attempt, "") or (None, reason)."""
+        """Align the frame to the model rendered at ``T_world_pred``; (attempt, "") or (None, reason).
+
+        ``blocks`` bound the ray cast ("raycast"); ``renderer`` replaces the cached model mesh ("mesh").
+        """
         cfg = self.config
         want_color = cfg.uses_color
         if cfg.model_render == "mesh":
-            renderer = self._model_mesh(tsdf_map)
+            renderer = renderer if renderer is not None else self._model_mesh(tsdf_map)
             with self.times.section("render"):
                 model = render_mesh_model(
                     renderer, image.camera, T_world_pred, tsdf_map.config,
@@ -269,18 +304,38 @@ class Tracker:
             if check_alignment(a, kf.T_world_cam, T, cfg, 0) is not None:
                 continue
             blocks = frustum_blocks(tsdf_map, kf.image.depth_m, kf.image.camera, kf.T_world_cam)
-            attempt, _ = self._try_model(image, tsdf_map, blocks, T, 0, "recovered")
+            renderer = None
+            if cfg.model_render == "mesh" and cfg.mesh_scope == "local":  # the cached mesh is of the last view
+                with self.times.section("mesh_build"):
+                    renderer = build_mesh_renderer(
+                        tsdf_map, local_surface_blocks(tsdf_map, blocks, cfg.mesh_local_dilation_blocks)
+                    )
+                if renderer is None:
+                    continue
+            attempt, _ = self._try_model(image, tsdf_map, blocks, T, 0, "recovered", renderer)
             if attempt is not None:
                 return attempt
         return None
 
     def _model_mesh(self, tsdf_map: TSDFMap):
-        """The model's mesh renderer, rebuilt after ``mesh_refresh_frames`` tracked frames."""
+        """The model's mesh renderer, rebuilt after ``mesh_refresh_frames`` tracked frames or ``mesh_refresh_m`` /
+        ``mesh_refresh_deg`` of camera motion; with ``mesh_scope="local"`` it covers the blocks around the last
+        tracked view (dilated by ``mesh_local_dilation_blocks``), else the whole map."""
+        cfg = self.config
         seq = self._last_ok_seq if self._last_ok_seq is not None else -1
-        if self._mesh_cache is None or seq - self._mesh_cache[0] >= self.config.mesh_refresh_frames:
+        due = self._mesh_cache is None or seq - self._mesh_cache[0] >= cfg.mesh_refresh_frames
+        if not due and self._T_last is not None:
+            dt, dr = pose_difference(self._mesh_cache[1], self._T_last)
+            due = dt > cfg.mesh_refresh_m or dr > cfg.mesh_refresh_deg
+        if due:
+            blocks = None
+            if cfg.mesh_scope == "local" and self._last_image is not None:
+                blocks = local_surface_blocks(tsdf_map, self._model_blocks(tsdf_map), cfg.mesh_local_dilation_blocks)
             with self.times.section("mesh_build"):
-                self._mesh_cache = (seq, build_mesh_renderer(tsdf_map))
-        return self._mesh_cache[1]
+                renderer = build_mesh_renderer(tsdf_map, blocks)
+            T = self._T_last if self._T_last is not None else np.eye(4)
+            self._mesh_cache = (seq, T, renderer)
+        return self._mesh_cache[2]
 
     def _model_blocks(self, tsdf_map: TSDFMap):
         """Blocks around the last tracked frame's surface (cached per tracked frame)."""
@@ -295,7 +350,9 @@ class Tracker:
         T = orthonormalize(attempt.T_world_cam)
         consecutive = self._last_ok_seq is not None and self._last_ok_seq == seq - 1
         self._T_prev = self._T_last if consecutive else None
+        self._index_prev = self._index_last if consecutive else None
         self._T_last = T
+        self._index_last = int(frame.index)
         self._last_ok_seq = seq
         self._last_image = image
         self._poses[seq] = T
@@ -307,9 +364,11 @@ class Tracker:
             with self.times.section("keyframe"):
                 self.keyframes.append(make_keyframe(frame, seq, T, image, self.config))
         self._anchor[seq] = len(self.keyframes) - 1
+        if attempt.status in ("recovered", "frame_to_frame"):
+            self._mesh_cache = None  # the camera may be far from the cached (local) mesh
         if self._own_model is not None:
             with self.times.section("model_integrate"):
-                self._own_model.integrate(frame.with_(T_world_cam=T))
+                self._own_model.integrate(self._model_frame(frame, image, T))
         a = attempt.alignment
         result = TrackResult(
             T_world_cam=T.copy(),
@@ -324,6 +383,16 @@ class Tracker:
         )
         self.results.append(result)
         return result
+
+    def _model_frame(self, frame: Frame, image: AlignImage, T_world_cam: np.ndarray) -> Frame:
+        """The frame to integrate into the own model: the full frame, or its reduced tracking image."""
+        if self.config.model_integrate_full_resolution or self.config.downsample == 1:
+            return frame.with_(T_world_cam=T_world_cam)
+        if image.color is not None:
+            rgb = np.rint(255.0 * image.color).astype(np.uint8)
+        else:
+            rgb = np.zeros(image.depth_m.shape + (3,), np.uint8)
+        return frame.with_(rgb=rgb, depth=image.depth_m, camera=image.camera, T_world_cam=T_world_cam)
 
     def _untracked(self, frame: Frame, seq: int, status: str, reason: str, t0: float) -> TrackResult:
         result = TrackResult(

@@ -47,8 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def from_args(args: argparse.Namespace) -> Stage | None:
     if args.poses == "given":
         return None
+    from semmap.pipeline import o3d_device
+
     cfg = TrackerConfig(method=args.odometry, depth_max_m=args.depth_max, depth_min_m=args.depth_min,
-                        model_render=args.model_render)
+                        model_render=args.model_render, device=o3d_device(getattr(args, "device", "cpu")))
     cfg.loop.enabled = not args.no_loop_closure
     return TrackingStage(cfg, force=args.poses == "estimate")
 
@@ -115,6 +117,8 @@ class TrackingStage(Stage):
             "keyframes": s.keyframes,
             "loops": s.loops,
             "mean_ms": s.mean_ms,
+            "source_frames_skipped": s.source_frames_skipped,
+            "max_index_gap": s.max_index_gap,
             "loop_closure_applied": self.loop_result is not None,
         }
         (directory / "tracking.json").write_text(json.dumps(report, indent=1))
