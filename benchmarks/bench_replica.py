@@ -73,7 +73,8 @@ PROTOCOLS = ("exact_culled", "samples_culled", "exact_whole")
 
 
 def run(noise: str, step: int, voxel: float, samples: int, out_root: Path, poses: str = "given",
-        protocols: tuple[str, ...] = PROTOCOLS, model_render: str | None = None) -> dict:
+        protocols: tuple[str, ...] = PROTOCOLS, model_render: str | None = None,
+        tracker_overrides: dict | None = None) -> dict:
     from eval.recon import Culling, evaluate_reconstruction
     from eval.report import write_recon_report
     from mapping.tracking import TrackerConfig
@@ -92,6 +93,7 @@ def run(noise: str, step: int, voxel: float, samples: int, out_root: Path, poses
     stages = []
     if poses == "estimate":
         render = {"model_render": model_render} if model_render else {}
+        render.update(tracker_overrides or {})  # TrackerConfig fields (bench_tracking --tracker KEY=VALUE)
         tracker_cfg = TrackerConfig(depth_min_m=cfg.depth_min_m, depth_max_m=cfg.depth_max_m, **render)
         stages = [TrackingStage(tracker_cfg, force=True)]
     t0 = time.perf_counter()
