@@ -23,9 +23,11 @@ re-encoding (:func:`refuse_features`). Redkitchen, lite, segments, 80 x 60 featu
 0.1-0.2 MB per keyframe (measured in ``benchmarks/bench_loop_closure.py``); "crops" and
 "patches" give a distinct row per pixel, 80 x 60 x D x 2 bytes (3.7 MB for D = 384).
 
-Measured on 7-Scenes redkitchen (640 x 480 Kinect v1, ``benchmarks/bench_loop_closure.py``):
-about 150 kB per frame (depth ~90 kB, JPEG ~55 kB), i.e. ~150 MB per 1000 frames, at
-~10 ms per frame to encode on the shared 2-core machine. Memory is bounded by
+Measured on 7-Scenes redkitchen (640 x 480 Kinect v1, the first 1000 frames,
+``benchmarks/bench_loop_closure.py``): 146 kB per frame (depth ~90 kB, JPEG ~55 kB), i.e.
+142 MB per 1000 frames; encoding took 10-20 ms per frame on a lightly loaded core (zlib ~10 ms,
+JPEG 2-10 ms) and 69 ms at a load average of 15 on the shared 2-core machine. (Full-resolution
+float32 frames would take 2.1 MB each, 2 GB per 1000.) Memory is bounded by
 ``max_mb``: when the store exceeds it, every other retained frame is dropped and from then on
 only every second new frame is kept (repeated as needed, like the views stage), so a long
 live run degrades to a sparser re-integration instead of growing without bound.

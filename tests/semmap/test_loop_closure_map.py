@@ -249,3 +249,35 @@ def test_tracker_loop_closure_reintegrates_the_strided_frames_of_a_live_source()
     np.testing.assert_allclose(result.trajectory.T_world_cam, np.stack([tracked[i] for i in integrated]))
     for v in views.views:
         np.testing.assert_allclose(v["T_world_cam"], tracked[v["frame_index"]])
+
+
+def test_frame_store_round_trip_and_memory_bound():
+    """Depth within half a step, weight maps exact, and the store thins itself past ``max_mb``."""
+    from mapping.reintegration import FrameStore, RetentionConfig
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 4.0, (H, W)).astype(np.float32)
+    depth[:10] = 0.0
+    weight = np.where(rng.random((H, W)) < 0.5, 1.0, 0.3).astype(np.float32)
+    weight[:, :5] = 0.0
+    rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+    frame = Frame(rgb, depth, CAMERA, np.eye(4), timestamp=1.5, index=7, depth_source="completed")
+    store = FrameStore()
+    store.add(frame, weight)
+    store.add(frame.with_(index=8, depth_source="mono:x"), 0.3)
+    a, b = store.frames
+    back = a.decode()
+    assert (back.index, back.timestamp, back.depth_source) == (7, 1.5, "completed")
+    assert np.abs(back.depth - depth).max() <= 0.0005 + 1e-6 and (back.depth[:10] == 0).all()
+    np.testing.assert_array_equal(a.weights(), weight)
+    assert b.weights() == 0.3 and b.decode().depth_source == "mono:x"
+    with pytest.raises(ValueError, match="only integrated frames"):
+        store.add(frame.with_(depth=None))
+
+    per_frame = a.nbytes
+    bounded = FrameStore(RetentionConfig(max_mb=10.5 * per_frame / 2**20))
+    for k in range(40):
+        bounded.add(frame.with_(index=k), weight)
+    assert bounded.nbytes <= 10.5 * per_frame and bounded.thinned >= 1
+    kept = [f.index for f in bounded.frames]
+    assert kept == list(range(0, 40, bounded.keep_every))[: len(kept)] and len(kept) >= 5
