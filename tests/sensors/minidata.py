@@ -185,7 +185,43 @@ def write_o3dlog(parent: Path, n: int = 5) -> Path:
     return seq
 
 
+MONODEPTH_CAMERAS = {
+    "nyu_demo": (Camera(259.43, 259.73, 162.79, 126.87, 320, 240), 1000.0),
+    "kitti_demo": (Camera(353.52, 353.52, 302.04, 90.25, 608, 176), 256.0),
+}
+"""Metric3D demo folders -> (camera, raw depth units per metre): NYU's and KITTI's cameras at half
+resolution (the reader takes any size), NYU millimetres, KITTI 1/256 m."""
+
+
+def write_monodepth(root: Path, n: int = 3, kitti_valid_fraction: float = 0.2) -> Path:
+    """The Metric3D demo layout under ``root``: ``nyu_demo/`` and ``kitti_demo/``, each with
+    ``rgb/``, ``depth/`` (uint16, 0 = invalid) and ``test_annotations.json`` whose paths are
+    Metric3D-repository-relative (``data/<folder>/rgb/...``), as shipped. KITTI depth keeps a
+    random ``kitti_valid_fraction`` of the pixels (LiDAR ground truth is sparse). Returns ``root``."""
+    from sensors.scenes import look_at_pose
+
+    r = _renderer()
+    rng = np.random.default_rng(0)
+    for folder, (cam, scale) in MONODEPTH_CAMERAS.items():
+        (root / folder / "rgb").mkdir(parents=True, exist_ok=True)
+        (root / folder / "depth").mkdir(exist_ok=True)
+        files = []
+        for i in range(n):
+            T = look_at_pose(np.array([0.6 + 0.5 * i, 0.5, 1.3]), ROOM_CENTRE + [0.3 * i, 0.8, 0.0])
+            rgb, depth = render(r, cam, T)
+            if folder.startswith("kitti"):
+                depth = np.where(rng.random(depth.shape) < kitti_valid_fraction, depth, 0.0)
+            rgb_name, depth_name = f"rgb_{i:05d}.jpg", f"sync_depth_{i:05d}.png"
+            Image.fromarray(rgb).save(root / folder / "rgb" / rgb_name, quality=95)
+            _save_depth(root / folder / "depth" / depth_name, depth, scale)
+            files.append({"cam_in": [cam.fx, cam.fy, cam.cx, cam.cy], "rgb": f"data/{folder}/rgb/{rgb_name}",
+                          "depth": f"data/{folder}/depth/{depth_name}", "depth_scale": scale})
+        (root / folder / "test_annotations.json").write_text(json.dumps({"files": files}, indent=1))
+    return root
+
+
 WRITERS = {
+    "monodepth-nyu-kitti": write_monodepth,
     "7scenes-redkitchen": write_7scenes,
     "3dmatch-seq01": write_3dmatch,
     "replica-office0": write_replica,
