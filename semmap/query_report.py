@@ -54,6 +54,18 @@ def colour_range(smap: SemanticMap, result: QueryResult) -> tuple[float, float]:
     return float(np.median(rel)), float(rel.max())
 
 
+def relevancy_colours(smap: SemanticMap, result: QueryResult, vertices: np.ndarray) -> np.ndarray:
+    """(V, 3) RGB in [0, 1] of mesh ``vertices`` (world metres) for a query: the heat colour of
+    each vertex's voxel relevancy over :func:`colour_range`, grey outside the semantic voxels
+    (relevancy.ply, and the viewer of ``semmap serve``)."""
+    rel = vertex_relevancy(smap, result, vertices)
+    lo, hi = colour_range(smap, result)
+    colours = np.tile(GREY, (len(vertices), 1))
+    has = np.isfinite(rel)
+    colours[has] = heat_colours(rel[has], lo, hi)
+    return colours
+
+
 def up_vector(T_world_cam: np.ndarray) -> np.ndarray:
     """(3,) unit world "up": the mean of the cameras' -y axes ((T, 4, 4) camera-to-world poses)."""
     up = -np.asarray(T_world_cam)[:, :3, 1].mean(axis=0)
@@ -147,11 +159,8 @@ def write_query_outputs(
         return paths
     mesh = o3d.io.read_triangle_mesh(str(smap.mesh_path))
     verts = np.asarray(mesh.vertices)
-    rel = vertex_relevancy(smap, result, verts)
+    colours = relevancy_colours(smap, result, verts)
     lo, hi = colour_range(smap, result)
-    colours = np.tile(GREY, (len(verts), 1))
-    has = np.isfinite(rel)
-    colours[has] = heat_colours(rel[has], lo, hi)
     mesh.vertex_colors = o3d.utility.Vector3dVector(colours)
     ply = out_dir / "relevancy.ply"
     tmp = out_dir / ".relevancy.tmp.ply"

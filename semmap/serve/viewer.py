@@ -7,8 +7,8 @@ One page (``http://HOST:PORT/``) shows one served map at a time (a drop-down pic
 - a query box: the text is answered by the same library call as ``POST /maps/{name}/query``
   and ``semmap query`` (``scenegraph.answer.answer_text``); the mesh is re-coloured by the
   voxel relevancy exactly like ``semmap query``'s ``relevancy.ply``
-  (``semmap.query_report.vertex_relevancy`` / ``heat_colours``: turbo from the map's
-  median to its maximum relevancy, grey outside the semantic voxels), and the ranked
+  (``semmap.query_report.relevancy_colours``: turbo from the map's median to its maximum
+  relevancy, grey outside the semantic voxels), and the ranked
   boxes are drawn with "#rank score" labels and listed in the side panel;
 - a scene-graph layer (toggle): object boxes with their labels, and relation edges
   between object centroids (second toggle, coloured by relation); clicking an object box
@@ -22,7 +22,8 @@ Live maps: :func:`start_viewer` registers a ``MapStore`` listener that only mark
 viewer dirty (the mapping worker never waits on the viewer); a background thread redraws
 the mesh, trajectory and camera at most every ``ViewerConfig.refresh_s`` seconds, and
 re-runs the active query on the new snapshot. Queries typed in the viewer run in viser's
-callback threads, never on the API's request path. Meshes above
+callback threads, never on the API's request path; while no browser is connected the
+viewer draws nothing (a connecting browser gets the newest snapshot). Meshes above
 ``ViewerConfig.max_triangles`` are decimated for display (vertex clustering) once per
 snapshot.
 """
@@ -38,7 +39,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from mapping.semantic_map import QueryResult
     from scenegraph.graph import SceneGraph
     from semmap.serve.maps import MapSnapshot, MapStore
 
@@ -126,18 +126,6 @@ def glb_bytes(vertices: np.ndarray, triangles: np.ndarray, colours: np.ndarray) 
     buf = io.BytesIO()
     mesh.export(buf, file_type="glb")
     return buf.getvalue()
-
-
-def relevancy_colours(snapshot: MapSnapshot, result: QueryResult, vertices: np.ndarray) -> np.ndarray:
-    """(V, 3) heat colours of ``vertices`` for a voxel query, as ``semmap query`` writes relevancy.ply."""
-    from semmap.query_report import GREY, colour_range, heat_colours, vertex_relevancy
-
-    rel = vertex_relevancy(snapshot.semantic, result, vertices)
-    lo, hi = colour_range(snapshot.semantic, result)
-    colours = np.tile(GREY, (len(vertices), 1))
-    has = np.isfinite(rel)
-    colours[has] = heat_colours(rel[has], lo, hi)
-    return colours.astype(np.float32)
 
 
 def box_segments(bmin: np.ndarray, bmax: np.ndarray) -> np.ndarray:
@@ -392,7 +380,9 @@ class Viewer:
             voxels = snap.semantic.query(text, top=1)
         t_answer = time.perf_counter() - t0
         if voxels is not None and self.mesh is not None:
-            self._draw_mesh(relevancy_colours(snap, voxels, self.mesh.vertices))
+            from semmap.query_report import relevancy_colours
+
+            self._draw_mesh(relevancy_colours(snap.semantic, voxels, self.mesh.vertices))
         self._draw_results(ans.results)
         lines = [f"'{text}': {len(ans.results)} result(s) from the {ans.path} ({1000 * t_answer:.0f} ms)"]
         lines += [f"- note: {n}" for n in ans.notes]
