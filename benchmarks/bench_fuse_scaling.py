@@ -10,8 +10,9 @@ confidence. Every frame is fused with ``FeatureGrid.fuse_frame`` twice, into two
   ``np.insert``, O(N) per frame;
 - ``after``: the current ``mapping.fusion.FeatureGrid`` (Open3D ``core.HashMap`` index).
 
-Per frame it records the map size before the frame and the fuse time of each; the table gives
-the mean fuse time per frame within map-size bins. Both grids must end identical (same keys
+Per frame it records the map size before the frame, the fuse time of each, and the part of it
+spent looking the frame's voxels up and inserting the new ones (the only part that changed);
+the table gives the means per frame within map-size bins. Both grids must end identical (same keys
 in the same order, same embeddings, weights and counts); the script fails otherwise.
 
     python benchmarks/bench_fuse_scaling.py [--rooms 5 5] [--dim 384] [--stride 4] [--out PATH]
@@ -62,6 +63,23 @@ def load_before_grid():
     sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
     spec.loader.exec_module(mod)
     return mod.FeatureGrid
+
+
+def time_index(grid) -> list[float]:
+    """Wrap ``grid.find`` and ``grid._append`` (lookup of a frame's voxels, insertion of its new
+    ones) with a timer; returns the one-element list their seconds accumulate in."""
+    spent = [0.0]
+    for name in ("find", "_append"):
+        method = getattr(grid, name)
+
+        def timed(*args, _method=method, **kwargs):
+            t0 = time.perf_counter()
+            out = _method(*args, **kwargs)
+            spent[0] += time.perf_counter() - t0
+            return out
+
+        setattr(grid, name, timed)
+    return spent
 
 
 def rooms(nx: int, ny: int, size_m: tuple[float, float, float]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -134,16 +152,19 @@ def main() -> None:
     rng = np.random.default_rng(0)
     boxes = rooms(*args.rooms, tuple(args.room_size))
     n_frames = len(boxes) * len(args.pitches) * args.yaw_steps
-    sizes, times = [], {k: [] for k in grids}
+    sizes, times, index_times = [], {k: [] for k in grids}, {k: [] for k in grids}
+    index_spent = {k: time_index(g) for k, g in grids.items()}
     for T, depth in tqdm(frames(boxes, camera, args.yaw_steps, tuple(args.pitches)), total=n_frames, desc="fuse"):
         f = rng.normal(size=(h, w, args.dim)).astype(np.float32)
         f /= np.linalg.norm(f, axis=-1, keepdims=True)
         dense = DenseFeatures(f, np.ones((h, w), np.float32), (480, 640))
         sizes.append(len(grids["after"]))
         for name, g in grids.items():
+            index_before = index_spent[name][0]
             t0 = time.perf_counter()
             g.fuse_frame(dense, depth, camera, T, config)
             times[name].append(time.perf_counter() - t0)
+            index_times[name].append(index_spent[name][0] - index_before)
 
     a, b = grids["after"], grids["before"]
     same = (
@@ -163,15 +184,20 @@ def main() -> None:
         if not sel.any():
             continue
         tb, ta = (1e3 * np.mean(np.asarray(times[k])[sel]) for k in ("before", "after"))
+        ib, ia = (1e3 * np.mean(np.asarray(index_times[k])[sel]) for k in ("before", "after"))
         rows.append({"map_voxels_from": lo, "map_voxels_to": min(hi, int(sizes_a.max()) + 1),
-                     "frames": int(sel.sum()), "before_ms": tb, "after_ms": ta, "speedup": tb / ta})
+                     "frames": int(sel.sum()), "before_ms": tb, "after_ms": ta, "speedup": tb / ta,
+                     "before_index_ms": ib, "after_index_ms": ia})
 
     print(f"\n{n_frames} frames of {h} x {w} feature pixels, D = {args.dim}, {len(a)} voxels at "
           f"{args.voxel * 100:g} cm; grids identical: {same}")
-    print(f"{'map size (voxels)':>24} {'frames':>7} {'before ms/frame':>16} {'after ms/frame':>15} {'speedup':>8}")
+    print("fuse = whole fuse_frame; index = its voxel lookup + insertion of new voxels (ms per frame)")
+    print(f"{'map size (voxels)':>24} {'frames':>7} {'fuse before':>12} {'fuse after':>11} {'speedup':>8} "
+          f"{'index before':>13} {'index after':>12}")
     for r in rows:
         span = f"{r['map_voxels_from']:,}-{r['map_voxels_to']:,}"
-        print(f"{span:>24} {r['frames']:>7} {r['before_ms']:>16.1f} {r['after_ms']:>15.1f} {r['speedup']:>7.1f}x")
+        print(f"{span:>24} {r['frames']:>7} {r['before_ms']:>12.1f} {r['after_ms']:>11.1f} {r['speedup']:>7.2f}x "
+              f"{r['before_index_ms']:>13.1f} {r['after_index_ms']:>12.1f}")
     total = {k: float(np.sum(v)) for k, v in times.items()}
     print(f"total fuse time: before {total['before']:.1f} s, after {total['after']:.1f} s")
 
@@ -186,7 +212,8 @@ def main() -> None:
         "grids_identical": bool(same),
         "bins": rows,
         "total_s": total,
-        "per_frame": {"map_voxels": sizes, "before_s": times["before"], "after_s": times["after"]},
+        "per_frame": {"map_voxels": sizes, "before_s": times["before"], "after_s": times["after"],
+                      "before_index_s": index_times["before"], "after_index_s": index_times["after"]},
         "machine": {"python": platform.python_version(), "processor": platform.processor(), "node": platform.node()},
     }
     args.out.write_text(json.dumps(result, indent=1))
