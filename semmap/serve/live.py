@@ -14,7 +14,8 @@ into. Only the newest capture waits for the publisher (an older unpublished one 
 replaced), so a slow publisher never queues. After the last frame the stages' ``finish``
 runs (a loop closure may replace the TSDF and the poses) and the final map is published
 as one snapshot, then saved with ``semmap.pipeline.save_map`` exactly as ``semmap map``
-writes it (plus a ``live`` entry in map.json: frames dropped, publish count and time).
+writes it (plus a ``live`` entry in map.json: frames dropped, publish count and time, and
+the source indices of the integrated frames).
 
 The mapper stops early, keeping and saving what it integrated, when :meth:`LiveMapper.stop`
 is called (``semmap serve`` calls it on Ctrl-C).
@@ -93,6 +94,7 @@ class PublishStage(Stage):
         self.semantic = next((s for s in stages if s.name == "semantic"), None)
         self.interval_s = interval_s
         self.stamps: list[float] = []
+        self.indices: list[int] = []
         self.poses: list[np.ndarray] = []
         self.camera: Camera | None = None
         self.last = time.perf_counter()
@@ -106,6 +108,7 @@ class PublishStage(Stage):
 
     def after_integrate(self, frame: Frame, tsdf: TSDFMap) -> None:
         self.stamps.append(frame.timestamp)
+        self.indices.append(int(frame.index))
         self.poses.append(np.array(frame.T_world_cam, np.float64))
         self.camera = self.camera or frame.camera
         if self.mapper.graph_request.is_set():
@@ -235,6 +238,7 @@ class LiveMapper:
                 "capture_s": round(self.publisher.capture_s, 3),
                 "publish_stage_s": round(publish_stage_s, 3),
                 "publish_s": round(self.publish_s, 3),
+                "frame_indices": list(self.publisher.indices),
             }
             self.paths = save_map(replace(result, timings_s=timings), self.out_dir, self.source_spec, self.config,
                                   self.stages, extra_metadata={"live": live})
