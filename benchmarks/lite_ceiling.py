@@ -136,7 +136,7 @@ def main() -> None:
     centroids = [np.asarray(o["centroid"], np.float64) for o in objects]
     sizes = [int(s) for s in args.sizes.split(",")]
     encoder = load_encoder("lite")
-    names = resolve_reference_names(QueryConfig().reference_names)
+    names = resolve_reference_names(QueryConfig().for_encoder("lite").reference_names)
     name_emb = vocabulary_embeddings(encoder, names)
     query_emb = dict(zip(queries, encoder.encode_text(queries)))
 

@@ -42,12 +42,27 @@ well from many keyframes at the same peak. Regions are ranked by score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 DEFAULT_NEGATIVES: tuple[str, ...] = ("object", "things", "stuff", "texture")
 """LERF's canonical negative phrases."""
+
+ENCODER_QUERY_DEFAULTS: dict[str, dict] = {
+    "lite": {"reference_names": "imagenet"},
+    "*": {"reference_names": None},
+}
+"""Per-encoder defaults of the "auto" :class:`QueryConfig` fields, by encoder kind ("lite",
+"clip", "openclip"; "*" for any other).
+
+``reference_names``: the ImageNet names were chosen on redkitchen with ``lite`` (module
+docstring: top-1 25 -> 46 % over four keyframe densities), where they make up for lite's crop
+embeddings sitting close to generic words. With perfect features (``--features oracle``,
+lite's text space, ``benchmarks/bench_semantic_eval.py`` on five generated rooms) plain
+queries hit top-1 equally with and without them, so their gain is lite's, not the ranking's:
+other encoders keep LERF's canonical negatives alone (the published setting for CLIP) until
+measured with real weights."""
 
 
 @dataclass
@@ -84,10 +99,11 @@ class QueryConfig:
     weigh less than ~0.4) keeps little of its margin; one seen well by several keyframes
     (W >> 1) keeps it almost all. On redkitchen this stopped 2-voxel specks from outranking
     the mug they stand next to."""
-    reference_names: str | tuple[str, ...] | None = "imagenet"
+    reference_names: str | tuple[str, ...] | None = "auto"
     """A vocabulary whose best match per voxel is one more negative of text queries (see the
     module docstring): "imagenet" (the first name of each ImageNet-1k class), a tuple of
-    names, or None (canonical negatives only)."""
+    names, None (canonical negatives only), or "auto": the map encoder's default from
+    :data:`ENCODER_QUERY_DEFAULTS` (:meth:`for_encoder`; ``SemanticMap`` resolves it)."""
     torch_threads: int | None = 1
     """torch intra-op threads while a query is embedded (restored afterwards); None: unchanged.
     One short text through MiniLM is too small to split: on the shared 2-core machine one
@@ -111,12 +127,21 @@ class QueryConfig:
             self.reference_names = tuple(self.reference_names)
             if len(self.reference_names) < 2 or not all(isinstance(n, str) and n.strip() for n in self.reference_names):
                 raise ValueError(f"reference_names must be at least 2 non-empty strings, got {self.reference_names!r}")
-        elif self.reference_names is not None and self.reference_names != "imagenet":
+        elif self.reference_names is not None and self.reference_names not in ("imagenet", "auto"):
             raise ValueError(
-                f"reference_names must be 'imagenet', a tuple of names or None, got {self.reference_names!r}"
+                f"reference_names must be 'imagenet', 'auto', a tuple of names or None, got {self.reference_names!r}"
             )
         if self.link_radius < 0 or self.min_voxels < 1 or self.peak_voxels < 1:
             raise ValueError("link_radius must be >= 0, min_voxels and peak_voxels >= 1")
+
+    def for_encoder(self, encoder_name: str) -> QueryConfig:
+        """This config with its "auto" fields set to ``encoder_name``'s defaults
+        (:data:`ENCODER_QUERY_DEFAULTS`, by the encoder kind before ":"; others: the "*" entry)."""
+        if self.reference_names != "auto":
+            return self
+        kind = str(encoder_name).split(":", 1)[0]
+        defaults = ENCODER_QUERY_DEFAULTS.get(kind, ENCODER_QUERY_DEFAULTS["*"])
+        return replace(self, reference_names=defaults["reference_names"])
 
 
 def region_fields(
@@ -172,9 +197,12 @@ class Region:
 
 def resolve_reference_names(names: str | tuple[str, ...] | None) -> tuple[str, ...]:
     """The names of ``QueryConfig.reference_names`` ("imagenet": the first name of each
-    ImageNet-1k class, duplicates dropped; None: none)."""
+    ImageNet-1k class, duplicates dropped; None: none; "auto" must be resolved first with
+    ``QueryConfig.for_encoder``)."""
     if names is None:
         return ()
+    if names == "auto":
+        raise ValueError("reference_names 'auto' depends on the encoder: resolve it with QueryConfig.for_encoder(name)")
     if names == "imagenet":
         from mapping.encoders.imagenet_labels import imagenet_class_names
 

@@ -177,7 +177,7 @@ class SemanticMap:
         self.encoder_name = encoder_name
         self.metadata = dict(metadata or {})
         self.directory = Path(directory) if directory is not None else None
-        self.query_config = query_config or QueryConfig()
+        self.query_config = (query_config or QueryConfig()).for_encoder(encoder_name)  # per-encoder defaults
         self._encoder: Encoder | None = None
         self._device = "cpu"
         self._tsdf: TSDFMap | None = None

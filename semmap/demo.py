@@ -1,10 +1,14 @@
 """``semmap demo``: generate a room, render a noisy RGB-D sequence, map it, evaluate it.
 
 Runs offline on a fresh install. Writes into ``out_dir``:
-``scene/gt_mesh.ply`` (the generated room), ``scene/instances.json``, ``map/`` (the map
-directory of ``semmap map``), ``map/recon_metrics.json``, ``map/recon_errors.png`` and the
-scene graph ``map/scene_graph.{json,graphml,png}`` checked against the generated objects
-and relations.
+``scene/gt_mesh.ply`` (the generated room), ``scene/instances.json``, the labelled ground
+truth ``scene/gt_mesh_labels.ply``, ``scene/gt_classes.json``, ``scene/gt_objects.json``
+(``sensors.synthetic.write_labelled_ground_truth``), ``map/`` (the map directory of ``semmap
+map``), ``map/recon_metrics.json``, ``map/recon_errors.png``, the scene graph
+``map/scene_graph.{json,graphml,png}`` checked against the generated objects and relations,
+and with a feature layer (``features``, default ``oracle``) the semantic segmentation
+(``map/semantic_metrics.json``, ``semantic_iou.png``, ``semantic_errors.png``) and query hits
+(``map/query_metrics.json``) against the labelled ground truth.
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ class DemoConfig:
     """"cpu" or "cuda"."""
     seed: int = 0
     """Scene and noise seed."""
+    features: str | None = "oracle"
+    """Semantic features with the ``lite`` encoder: "oracle" (true class names, the pipeline's
+    ceiling), "segments" (lite itself; slower) or None (geometry only)."""
 
 
 def run_demo(cfg: DemoConfig) -> dict:
@@ -50,7 +57,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from eval.report import write_recon_report
     from sensors import Camera
     from sensors.scenes import make_room, orbit_trajectory
-    from sensors.synthetic import SyntheticSource
+    from sensors.synthetic import SyntheticSource, write_labelled_ground_truth
 
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
@@ -65,7 +72,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     traj = orbit_trajectory(scene, cfg.n_frames)
     source = SyntheticSource(scene, traj, camera=camera, noise=cfg.noise, noise_seed=cfg.seed)
     map_cfg = MapConfig(voxel_size_m=cfg.voxel_size_m, depth_max_m=6.0, device=cfg.device)
-    stages = [ViewsStage()]
+    stages: list = [ViewsStage()]
+    if cfg.features:
+        from semmap.stages.semantic import SemanticConfig, SemanticStage
+
+        stages.insert(0, SemanticStage(SemanticConfig(encoder="lite", features=cfg.features, device=cfg.device)))
+    gt_labels = write_labelled_ground_truth(scene, scene_dir)
     result = build_map(source, map_cfg, stages)
     map_dir = out / "map"
     save_map(result, map_dir, f"demo room (seed {cfg.seed}, noise {cfg.noise})", map_cfg, stages)
@@ -73,9 +85,21 @@ def run_demo(cfg: DemoConfig) -> dict:
     culling = Culling(camera, result.trajectory.T_world_cam, max_depth_m=map_cfg.depth_max_m)
     metrics = evaluate_reconstruction(map_dir / "mesh.ply", gt_path, mode="exact", culling=culling)
     report_paths = write_recon_report(metrics, map_dir)
-    graph = build_scene_graph(map_dir, GraphConfig(embed=False))  # geometry only: the demo has no encoder
+    graph = build_scene_graph(map_dir, GraphConfig(embed=bool(cfg.features)))  # no features: geometry only
     report_paths += list(write_outputs(graph, map_dir).values())
     graph_check = check_against_scene(graph, scene)
+    semantic = queries = None
+    if cfg.features:
+        from eval.queries import evaluate_queries
+        from eval.report import write_json
+        from eval.semantic import evaluate_semantic, write_semantic_report
+
+        semantic = evaluate_semantic(
+            map_dir, gt_labels["mesh"], gt_labels["classes"], unmatched="exclude", sample_spacing_m=0.02
+        )
+        report_paths += write_semantic_report(semantic, map_dir)
+        queries = evaluate_queries(map_dir, gt_labels["annotations"], top=3)
+        report_paths.append(write_json(queries.to_dict(), map_dir / "query_metrics.json"))
     elapsed = time.perf_counter() - t0
 
     n = result.frames_integrated
@@ -88,11 +112,27 @@ def run_demo(cfg: DemoConfig) -> dict:
     print("    " + metrics.summary().replace("\n", "\n    "))
     print("  scene graph vs generated ground truth:")
     print("    " + graph_check.summary().replace("\n", "\n    "))
+    if semantic is not None:
+        print(f"  semantic segmentation ({cfg.features} features, lite text space) vs labelled ground truth:")
+        print("    " + semantic.summary().replace("\n", "\n    "))
+        r = {k: queries.rates(k) for k in (None, "plain", "relational")}
+        print(
+            "  text queries (generated from the ground truth): "
+            + ", ".join(f"{k or 'all'} top-1 {100 * v['top1']:.0f} % / top-3 {100 * v['top3']:.0f} % ({v['queries']})"
+                        for k, v in r.items() if v["queries"])
+        )
     print(f"  total {elapsed:.1f} s")
     print(f"wrote demo outputs to {out}/")
-    for p in [gt_path, scene_dir / "instances.json", map_dir / "mesh.ply", *report_paths]:
+    for p in [gt_path, scene_dir / "instances.json", *gt_labels.values(), map_dir / "mesh.ply", *report_paths]:
         print(f"  {p}")
-    return {"frames": n, "seconds": elapsed, "metrics": metrics, "graph_check": graph_check}
+    return {
+        "frames": n,
+        "seconds": elapsed,
+        "metrics": metrics,
+        "graph_check": graph_check,
+        "semantic": semantic,
+        "queries": queries,
+    }
 
 
 def _scene_json(scene) -> dict:

@@ -21,6 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--noise", default="none", help="depth noise preset: none, kinect, heavy (default none)")
     d.add_argument("--device", default="cpu")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument(
+        "--features",
+        choices=["oracle", "segments", "none"],
+        default="oracle",
+        help="semantic features with the lite encoder: oracle (true class names: the pipeline's ceiling; "
+        "default), segments (lite itself, slower) or none (geometry only)",
+    )
     d.set_defaults(func=cmd_demo)
 
 
@@ -34,6 +41,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         noise=args.noise,
         device=args.device,
         seed=args.seed,
+        features=None if args.features == "none" else args.features,
     )
     run_demo(cfg)
     return 0

@@ -50,7 +50,10 @@ def test_config_defaults_and_checks():
         QueryConfig(negatives=("object", " "))
     with pytest.raises(ValueError, match="temperature"):
         QueryConfig(temperature=0.0)
-    assert cfg.reference_names == "imagenet"
+    assert cfg.reference_names == "auto"  # per-encoder defaults (ENCODER_QUERY_DEFAULTS)
+    assert cfg.for_encoder("lite").reference_names == "imagenet"
+    assert cfg.for_encoder("clip:/models/clip").reference_names is None
+    assert QueryConfig(reference_names=None).for_encoder("lite").reference_names is None  # explicit wins
     with pytest.raises(ValueError, match="reference_names"):
         QueryConfig(reference_names="wordnet")
     with pytest.raises(ValueError, match="reference_names"):
