@@ -322,7 +322,7 @@ class Viewer:
         for o in objects:
             size = np.maximum(o.bbox_max - o.bbox_min, 1e-3)
             box = scene.add_box(f"{ROOT}/graph/objects/box_{o.id}", color=BOX_COLOURS["object"], dimensions=size,
-                                opacity=0.12, position=(o.bbox_min + o.bbox_max) / 2.0, visible=show)
+                                opacity=0.08, position=(o.bbox_min + o.bbox_max) / 2.0, visible=show)
             box.on_click(lambda event, oid=o.id: self.select(oid))
             self._object_nodes[o.id] = box
             nodes.append(box)
@@ -415,7 +415,7 @@ class Viewer:
             self.selected = object_id
             for oid, node in self._object_nodes.items():
                 node.color = BOX_COLOURS["selected" if oid == object_id else "object"]
-                node.opacity = 0.35 if oid == object_id else 0.12
+                node.opacity = 0.3 if oid == object_id else 0.08
             self.gui_object.content = object_markdown(snap.graph, object_id)
 
     # ------------------------------------------------------------------ live

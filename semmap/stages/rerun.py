@@ -28,6 +28,7 @@ import argparse
 import io
 import os
 import uuid
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -123,6 +124,8 @@ class RerunStage(Stage):
         self.recording_id = str(uuid.uuid4())
         self.rec = rr.RecordingStream(APPLICATION_ID, recording_id=self.recording_id, send_properties=False)
         self.rec.save(self.tmp_path)
+        # a run that fails before finish() leaves no temporary file behind
+        self._cleanup = weakref.finalize(self, _remove_file, self.tmp_path)
         self.frames = 0
         self.images = 0
         self._camera_key: tuple | None = None
@@ -176,6 +179,7 @@ class RerunStage(Stage):
         finally:
             rec.disconnect()
         os.replace(self.tmp_path, self.config.path)
+        self._cleanup.detach()
         print(f"wrote rerun recording to {self.config.path} (open it with `rerun {self.config.path}`)")
 
     def metadata(self) -> dict:
@@ -183,6 +187,10 @@ class RerunStage(Stage):
         cfg["path"] = str(self.config.path)
         return {"file": str(self.config.path), "frames": self.frames, "images": self.images,
                 "recording_id": self.recording_id, "config": cfg}
+
+
+def _remove_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
