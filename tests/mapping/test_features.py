@@ -211,10 +211,10 @@ def test_patches_need_an_encoder_with_patch_tokens():
 
 
 def test_registry():
-    assert FEATURE_STRATEGIES.names() == ["crops", "patches", "segments"]
+    assert FEATURE_STRATEGIES.names() == ["crops", "patches", "segments", "oracle"]
     assert isinstance(make_extractor("crops", MeanColourEncoder(), stride=4), CropFeatures)
     assert isinstance(make_extractor("segments", MeanColourEncoder(), stride=4), SegmentFeatures)
-    with pytest.raises(ValueError, match="unknown feature strategy 'sam'; known: crops, patches, segments"):
+    with pytest.raises(ValueError, match="unknown feature strategy 'sam'; known: crops, patches, segments, oracle"):
         make_extractor("sam", MeanColourEncoder())
 
 
