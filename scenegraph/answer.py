@@ -19,12 +19,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from mapping.encoders.base import torch_threads
 from scenegraph.query import GraphAnswer, answer_graph, parse_query
 
 if TYPE_CHECKING:
     from mapping.encoders.base import Encoder
     from mapping.semantic_map import QueryResult, SemanticMap
     from scenegraph.graph import SceneGraph
+
+GRAPH_QUERY_TORCH_THREADS = 1
+"""torch threads while a graph query embeds its text, like the voxel path
+(``mapping.query.QueryConfig.torch_threads``): the embedding's last bits depend on the thread
+count, so a fixed count makes every process (``semmap query``, the service) answer alike."""
 
 PATHS = ("graph", "voxels")
 """Which part of the map answered: the scene graph or the semantic voxel grid."""
@@ -91,7 +97,8 @@ def answer_text(
     elif parsed.relational and graph is None:
         notes.append(f"{where} has no scene graph (run `semmap graph {where}`); answering as plain text")
     elif parsed.relational:
-        res = answer_graph(graph() if callable(graph) else graph, text, graph_encoder, top)
+        with torch_threads(GRAPH_QUERY_TORCH_THREADS):
+            res = answer_graph(graph() if callable(graph) else graph, text, graph_encoder, top)
         if res.message:
             notes.append(res.message)
         return TextAnswer(text, "graph", [r.to_dict() for r in res], notes, graph_answer=res)

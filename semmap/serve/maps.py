@@ -179,9 +179,22 @@ class MapStore:
 
 
 class EncoderCache:
-    """Encoders loaded once per name on one device, shared by all maps (thread-safe)."""
+    """Encoders loaded once per name on one device, shared by all maps (thread-safe).
 
-    def __init__(self, device: str = "cpu") -> None:
+    Args:
+        device: torch device of the encoders.
+        torch_threads: torch intra-op threads of the whole process (None: unchanged). The
+            service runs requests in parallel threads; torch's thread count is process-wide,
+            so per-request settings (``QueryConfig.torch_threads``) would race and a text's
+            embedding, whose last bits depend on it, would vary between identical requests.
+            1 (the queries' own setting) keeps every answer equal to ``semmap query``'s.
+    """
+
+    def __init__(self, device: str = "cpu", torch_threads: int | None = 1) -> None:
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
         self.device = device
         self._lock = threading.Lock()
         self._encoders: dict[str, Encoder] = {}

@@ -226,3 +226,54 @@ def test_served_maps_are_never_written(service, maps):
     for name in maps:
         graphs.wait(name, timeout=300)
     assert {n: _tree(d) for n, d in maps.items()} == before
+
+
+def test_serve_command_bad_arguments(maps, tmp_path, capsys):
+    """Clear one-line errors, before anything is loaded or bound."""
+    cases = [
+        ([], "give one or more map directories"),
+        (["--live", "x"], "--live SOURCE and --out DIR go together"),
+        ([str(maps["kitchen"]), "--fps", "30"], "--fps applies to --live only"),
+        ([str(maps["kitchen"]), str(tmp_path / "x" / "kitchen")], "share the name 'kitchen'"),
+        ([str(tmp_path / "missing")], "does not exist"),
+    ]
+    (tmp_path / "unfinished").mkdir()
+    cases.append(([str(tmp_path / "unfinished")], "map.json is missing"))
+    for argv, msg in cases:
+        capsys.readouterr()
+        assert main(["serve", *argv, "--no-viewer", "--port", "1"]) == 2, argv
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err, (argv, err)
+
+
+def test_serve_command_end_to_end(maps, capsys):
+    """`semmap serve MAP` in its own process answers what `semmap query --json` prints; Ctrl-C ends it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "semmap", "serve", str(maps["kitchen"]), "--no-viewer",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        t0 = time.perf_counter()
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.perf_counter() - t0 < 180, "semmap serve did not start"
+            try:
+                r = httpx.post(f"http://127.0.0.1:{port}/maps/kitchen/query", json={"text": "the mug on the table"})
+                break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert r.status_code == 200 and r.json()["path"] == "graph"
+        assert r.json()["results"] == _cli_json(maps["kitchen"], "the mug on the table", 5, capsys)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    assert "loaded" in out and f"127.0.0.1:{port}" in out and "Traceback" not in out
