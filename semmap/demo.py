@@ -74,9 +74,12 @@ def run_demo(cfg: DemoConfig) -> dict:
     map_cfg = MapConfig(voxel_size_m=cfg.voxel_size_m, depth_max_m=6.0, device=cfg.device)
     stages: list = [ViewsStage()]
     if cfg.features:
+        from mapping.fusion import FusionConfig
         from semmap.stages.semantic import SemanticConfig, SemanticStage
 
-        stages.insert(0, SemanticStage(SemanticConfig(encoder="lite", features=cfg.features, device=cfg.device)))
+        fusion = FusionConfig(depth_max_m=map_cfg.depth_max_m)  # features over the TSDF's depth range
+        sem = SemanticConfig(encoder="lite", features=cfg.features, device=cfg.device, fusion=fusion)
+        stages.insert(0, SemanticStage(sem))
     gt_labels = write_labelled_ground_truth(scene, scene_dir)
     result = build_map(source, map_cfg, stages)
     map_dir = out / "map"
