@@ -36,6 +36,7 @@ live run degrades to a sparser re-integration instead of growing without bound.
 from __future__ import annotations
 
 import io
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -193,8 +194,6 @@ class FrameStore:
 
     def add(self, frame: Frame, weight: float | np.ndarray = 1.0) -> None:
         """Keep a frame as integrated (its depth, pose and the TSDF ``weight`` it was fused with)."""
-        import time
-
         k = self.offered
         self.offered += 1
         if k % self.keep_every:
