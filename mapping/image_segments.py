@@ -1,6 +1,7 @@
 """Class-agnostic image regions of one RGB-D frame: graph-based segmentation on colour and depth.
 
-Felzenszwalb and Huttenlocher, "Efficient Graph-Based Image Segmentation" (IJCV 2004):
+Felzenszwalb and Huttenlocher, "Efficient Graph-Based Image Segmentation" (IJCV 2004;
+the graph algorithm is :func:`mapping.graph_segments.felzenszwalb_graph`):
 pixels are graph nodes, 4-neighbours are joined by edges weighted by their feature
 difference, and edges are visited in increasing weight; two components merge when the
 edge is no heavier than either component's internal difference (its largest merged edge)
@@ -23,6 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from mapping.graph_segments import felzenszwalb_graph
 
 
 @dataclass(frozen=True)
@@ -100,41 +103,7 @@ def felzenszwalb(
         feats /= 255.0
     feats = _smooth(feats, sigma)
     a, b, cost = grid_edges(feats, depth_m, depth_weight)
-    order = np.argsort(cost, kind="stable")
-    a, b, cost = a[order].tolist(), b[order].tolist(), cost[order].tolist()
-
-    n = h * w
-    parent = list(range(n))
-    size = [1] * n
-    internal = [0.0] * n
-
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:  # path compression
-            parent[x], x = root, parent[x]
-        return root
-
-    for i in range(len(a)):
-        ra, rb = find(a[i]), find(b[i])
-        if ra == rb:
-            continue
-        c = cost[i]
-        if c <= internal[ra] + k / size[ra] and c <= internal[rb] + k / size[rb]:
-            if size[ra] < size[rb]:
-                ra, rb = rb, ra
-            parent[rb] = ra
-            size[ra] += size[rb]
-            internal[ra] = c  # edges come in increasing order: c is the largest so far
-    for i in range(len(a)):  # merge small regions across the lightest remaining edges
-        ra, rb = find(a[i]), find(b[i])
-        if ra != rb and (size[ra] < min_size or size[rb] < min_size):
-            if size[ra] < size[rb]:
-                ra, rb = rb, ra
-            parent[rb] = ra
-            size[ra] += size[rb]
-    roots = np.fromiter((find(i) for i in range(n)), np.int64, n)
+    roots = felzenszwalb_graph(h * w, np.stack([a, b], axis=1), cost, k, min_size).roots()
     _, labels = np.unique(roots, return_inverse=True)
     return labels.reshape(h, w).astype(np.int64)
 

@@ -50,8 +50,8 @@ from typing import Any
 
 import numpy as np
 
+from mapping.graph_segments import relabel
 from scenegraph.embedding import EmbeddingConfig
-from scenegraph.geometry import relabel
 from scenegraph.views import View
 from scenegraph.visibility import ViewHits
 from sensors.registry import Registry

@@ -39,7 +39,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from scenegraph.geometry import UnionFind, hull_signed_distance
+from mapping.graph_segments import UnionFind
+from scenegraph.geometry import hull_signed_distance
 
 
 @dataclass

@@ -14,15 +14,16 @@ applied to mesh edges as in ScanNet's ``Segmentator``:
 - a second pass merges components smaller than ``min_size`` nodes across their lightest
   edges.
 
-The loop is plain Python over lists (union-find with path halving): about 1 s per
-million edges, which is why it runs on the grid-clustered :class:`SurfaceGraph` rather
-than on the raw mesh.
+The graph algorithm is :func:`mapping.graph_segments.felzenszwalb_graph` (plain Python,
+about 1 s per million edges), which is why it runs on the grid-clustered
+:class:`SurfaceGraph` rather than on the raw mesh.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from mapping.graph_segments import felzenszwalb_graph
 from scenegraph.surface import SurfaceGraph
 
 
@@ -68,46 +69,7 @@ def felzenszwalb(n: int, edges: np.ndarray, weights: np.ndarray, k: float, min_s
         raise ValueError(f"{len(edges)} edges but {len(weights)} weights")
     if len(edges) and (edges.min() < 0 or edges.max() >= n):
         raise ValueError(f"edge node index out of range 0..{n - 1}")
-    order = np.argsort(weights, kind="stable")
-    ea = edges[order, 0].tolist()
-    eb = edges[order, 1].tolist()
-    ew = weights[order].tolist()
-    parent = list(range(n))
-    size = [1] * n
-    thresh = [float(k)] * n  # Int(C) + k / |C|
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b, w in zip(ea, eb, ew):
-        ra, rb = find(a), find(b)
-        if ra == rb:
-            continue
-        if w <= thresh[ra] and w <= thresh[rb]:
-            if size[ra] < size[rb]:
-                ra, rb = rb, ra
-            parent[rb] = ra
-            size[ra] += size[rb]
-            thresh[ra] = w + k / size[ra]
-    if min_size > 1:
-        for a, b in zip(ea, eb):
-            ra, rb = find(a), find(b)
-            if ra != rb and (size[ra] < min_size or size[rb] < min_size):
-                if size[ra] < size[rb]:
-                    ra, rb = rb, ra
-                parent[rb] = ra
-                size[ra] += size[rb]
-    roots = np.fromiter((find(x) for x in range(n)), dtype=np.int64, count=n)
-    _, labels = np.unique(roots, return_inverse=True)
-    # renumber by first occurrence so labels do not depend on root choice
-    first = np.full(labels.max() + 1 if n else 0, n, np.int64)
-    np.minimum.at(first, labels, np.arange(n))
-    rank = np.empty_like(first)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    return rank[labels]
+    return felzenszwalb_graph(n, edges, weights, k, min_size).labels()
 
 
 def segment_surface(

@@ -14,9 +14,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from mapping.graph_segments import relabel
 from scenegraph.build import GraphConfig, build_scene_graph
 from scenegraph.evaluate import check_against_scene
-from scenegraph.geometry import relabel
 from scenegraph.masks import (
     MaskConfig,
     MaskGenerator,
