@@ -1,7 +1,7 @@
 """Depth completion quality on real data, plus the math checks of mapping.depth.
 
 For every test image, 30 % of the valid sensor depth is removed in random blobs
-(seeded, :func:`eval.depth.random_blob_mask`), the holes are filled, and the
+(seeded, :func:`eval.depth_metrics.random_blob_mask`), the holes are filled, and the
 filled values are compared with the removed ground truth (AbsRel, delta1, RMSE on
 the masked pixels only). Methods:
 
@@ -73,7 +73,7 @@ def build_map(root: Path, frames: list[int], voxel: float):
 
 
 def masked_metrics(filled: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> dict:
-    from eval.depth import depth_metrics
+    from eval.depth_metrics import depth_metrics
 
     m = depth_metrics(filled, gt, mask=mask)
     return {"abs_rel": m.abs_rel, "d1": m.d1, "rmse": m.rmse, "coverage": m.coverage, "n_pixels": m.n_pixels}
@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "completion.json")
     args = ap.parse_args()
 
-    from eval.depth import random_blob_mask
+    from eval.depth_metrics import random_blob_mask
     from mapping.depth import map_prior_depth
 
     rows: list[dict] = []

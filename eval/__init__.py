@@ -5,7 +5,7 @@ Nothing heavy is imported here: Open3D and matplotlib are imported inside the
 functions that use them.
 """
 
-from eval.depth import DEPTH_CAPS, DepthMetrics, depth_metrics, format_depth_table, mean_metrics
+from eval.depth_metrics import DEPTH_CAPS, DepthMetrics, depth_metrics, format_depth_table, mean_metrics
 from eval.recon import (
     DEFAULT_NUM_SAMPLES,
     DEFAULT_THRESHOLDS_M,

@@ -14,7 +14,7 @@ they are resolved below this folder by their part after the folder's own name, e
 the last two components (``rgb/<file>``). Frames have no pose (``T_world_cam = None``);
 each carries its own camera from ``cam_in`` (a source-wide ``camera`` only when all
 agree). ``Frame.name`` is the colour file, ``Frame.extras["dataset"]`` the dataset key of
-``eval.depth.DEPTH_CAPS`` ("nyu" or "kitti", from the folder name or, failing that, the
+``eval.depth_metrics.DEPTH_CAPS`` ("nyu" or "kitti", from the folder name or, failing that, the
 depth scale: 256 -> "kitti", else "nyu"). KITTI ground truth is sparse (~20 % valid).
 """
 

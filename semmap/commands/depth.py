@@ -7,7 +7,7 @@ Per frame it writes, into ``--out``:
 - ``<stem>.preview.png``: the colour image beside the depth in a colour map (turbo, near =
   blue, 0 m .. the frame's 99th percentile; invalid black).
 
-``stem`` is the colour file's stem (:func:`eval.depth_eval.prediction_stem`), which is what
+``stem`` is the colour file's stem (:func:`eval.depth_protocols.prediction_stem`), which is what
 ``semmap eval depth --pred`` reads back.
 """
 
@@ -94,7 +94,7 @@ def _frames(args: argparse.Namespace):
         return iter([frame]), 1, None, lambda: None
     if any(v is not None for v in (args.camera_json, args.fx, args.fy, args.cx, args.cy)):
         raise ValueError("--camera-json / --fx / --fy / --cx / --cy apply to an image input; a source has its own camera")
-    from eval.depth_eval import dataset_of
+    from eval.depth_protocols import dataset_of
 
     source = open_source(args.input)
     return source.frames(args.stride, args.max_frames), source.count(args.stride, args.max_frames), dataset_of(source), source.close
@@ -129,8 +129,8 @@ def write_depth_outputs(out: Path, stem: str, rgb: np.ndarray, depth_m: np.ndarr
 def cmd_depth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from eval.depth import depth_metrics, format_depth_table, mean_metrics
-    from eval.depth_eval import prediction_stem
+    from eval.depth_metrics import depth_metrics, format_depth_table, mean_metrics
+    from eval.depth_protocols import prediction_stem
     from mapping.depth import load_depth_model
 
     model = load_depth_model(args.model, device=args.device, canonical_focal_px=args.canonical_focal)

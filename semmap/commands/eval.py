@@ -227,8 +227,8 @@ def cmd_eval_traj(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_depth(args: argparse.Namespace) -> int:
-    from eval.depth import format_depth_table
-    from eval.depth_eval import evaluate_depth
+    from eval.depth_metrics import format_depth_table
+    from eval.depth_protocols import evaluate_depth
     from eval.report import write_json
     from sensors import open_source
 

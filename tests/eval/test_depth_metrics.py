@@ -1,4 +1,4 @@
-"""eval.depth: metric definitions against hand-computed values, alignment modes, caps, table."""
+"""eval.depth_metrics: metric definitions against hand-computed values, alignment modes, caps, table."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.depth import (
+from eval.depth_metrics import (
     DEPTH_CAPS,
     depth_metrics,
     format_depth_table,

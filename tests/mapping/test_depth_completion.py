@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from eval.depth import depth_metrics, random_blob_mask
+from eval.depth_metrics import depth_metrics, random_blob_mask
 from mapping import TSDFConfig, TSDFMap
 from mapping.depth import (
     CompletionConfig,

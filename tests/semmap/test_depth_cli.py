@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eval.depth import depth_metrics
+from eval.depth_metrics import depth_metrics
 from semmap.cli import main
 from tests.conftest import data_path
 from tests.tiny_models import cached_model_dir
