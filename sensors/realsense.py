@@ -11,8 +11,9 @@ Every frame is converted once, here (see docs/conventions.md):
   extrinsics (then align is skipped: librealsense's align splats every depth pixel over
   a rounded 2x2 footprint and keeps the minimum, which changes ~4 % of the pixels of an
   already registered image instead of leaving it as it is);
-- ``depth_m = raw * depth_scale`` (float32 metres, 0 = invalid), with ``depth_scale``
-  read from the (live or recorded) device's depth sensor;
+- ``depth_m = raw * depth_units_m`` (float32 metres, 0 = invalid), with ``depth_units_m``
+  (metres per raw unit, librealsense's ``depth_units``; the inverse of the dataset readers'
+  ``depth_scale``, raw units per metre) read from the (live or recorded) device's depth sensor;
 - intrinsics come from the colour stream profile (shared by the aligned depth);
 - ``timestamp`` is the colour frame's timestamp in seconds (ms / 1000);
 - ``T_world_cam`` is None (poses come from tracking later), ``depth_source`` "sensor".
@@ -55,16 +56,16 @@ def import_pyrealsense2() -> Any:
     return rs
 
 
-def depth_raw_to_m(raw: np.ndarray, depth_scale: float) -> np.ndarray:
+def depth_raw_to_m(raw: np.ndarray, depth_units_m: float) -> np.ndarray:
     """Convert raw RealSense depth to metres.
 
     Args:
         raw: (H, W) uint16 depth in device units (0 = no measurement).
-        depth_scale: metres per raw unit (the depth sensor's ``depth_units``, e.g. 0.001).
+        depth_units_m: metres per raw unit (the depth sensor's ``depth_units``, e.g. 0.001).
     Returns:
-        (H, W) float32 depth in metres, ``raw * depth_scale`` (0 stays 0 = invalid).
+        (H, W) float32 depth in metres, ``raw * depth_units_m`` (0 stays 0 = invalid).
     """
-    return raw.astype(np.float32) * np.float32(depth_scale)
+    return raw.astype(np.float32) * np.float32(depth_units_m)
 
 
 def color_to_rgb(pixels: np.ndarray, fmt_name: str, where: str) -> np.ndarray:
@@ -148,7 +149,7 @@ class RealSenseSource(FrameSource):
     """Aligned RGB-D frames from an Intel RealSense camera or recording.
 
     The pipeline starts in the constructor, so a missing camera or a bad recording is
-    reported at open time and ``camera``/``depth_scale`` are known before iterating.
+    reported at open time and ``camera``/``depth_units_m`` are known before iterating.
     Iterating a playback a second time restarts it from the beginning; iterating a live
     camera again continues the stream. Length is unknown (``len()`` raises TypeError):
     a recording's duration does not reliably give the number of paired frames.
@@ -199,7 +200,7 @@ class RealSenseSource(FrameSource):
         self.serial = serial
         self.name = f"realsense:{self.recording}" if self.recording is not None else "realsense (live)"
         self.stats = StreamStats()
-        self.depth_scale: float = 0.0
+        self.depth_units_m: float = 0.0
         #: "rs.align" when depth is resampled onto colour, "registered" when it already is
         self.alignment: str = ""
         self._rs: Any = None
@@ -264,7 +265,7 @@ class RealSenseSource(FrameSource):
             self.close()
             raise SourceError(f"{self.recording}: playback could not be switched to non-real-time")
         try:
-            self.depth_scale = float(device.first_depth_sensor().get_depth_scale())
+            self.depth_units_m = float(device.first_depth_sensor().get_depth_scale())
         except RuntimeError as e:
             self.close()
             raise SourceError(f"{self.name}: no depth scale on the depth sensor ({e})") from e
@@ -389,7 +390,7 @@ class RealSenseSource(FrameSource):
         if self._align is not None:
             frames = self._align.process(frames)
         depth, color = frames.get_depth_frame(), frames.get_color_frame()
-        depth_m = depth_raw_to_m(np.asanyarray(depth.get_data()), self.depth_scale)
+        depth_m = depth_raw_to_m(np.asanyarray(depth.get_data()), self.depth_units_m)
         rgb = color_to_rgb(np.asanyarray(color.get_data()), self._color_format, self.name)
         return Frame(
             rgb=rgb,

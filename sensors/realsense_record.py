@@ -1,10 +1,10 @@
 """Write frames into an Intel RealSense recording (librealsense software device + recorder).
 
-The recording holds one depth sensor (z16, ``depth_units`` = ``depth_scale``) and one
+The recording holds one depth sensor (z16, ``depth_units`` = ``depth_units_m``) and one
 colour sensor (rgb8) with the frames' intrinsics and identity depth-to-colour
 extrinsics, so ``RealSenseSource`` plays it back without resampling. librealsense
 stores both images PNG-compressed (lossless): depth round-trips exactly whenever it is
-a multiple of ``depth_scale`` (millimetre data with 0.001 m units).
+a multiple of ``depth_units_m`` (millimetre data with 0.001 m units).
 
 librealsense 2.56+ writes rosbag2 sqlite files and insists on the ``.db3`` suffix; older
 versions wrote rosbag1 ``.bag``. ``record_frames`` uses the suffix of ``path`` when the
@@ -32,26 +32,26 @@ from sensors.frame import Frame
 from sensors.realsense import import_pyrealsense2
 
 
-def depth_m_to_raw(depth_m: np.ndarray, depth_scale: float, where: str) -> np.ndarray:
+def depth_m_to_raw(depth_m: np.ndarray, depth_units_m: float, where: str) -> np.ndarray:
     """Quantise metric depth to RealSense z16 units.
 
     Args:
         depth_m: (H, W) float depth in metres, 0 (or non-finite) = invalid.
-        depth_scale: metres per raw unit.
+        depth_units_m: metres per raw unit.
         where: the frame's name, for error messages.
     Returns:
-        (H, W) uint16 ``round(depth_m / depth_scale)``, 0 where invalid.
+        (H, W) uint16 ``round(depth_m / depth_units_m)``, 0 where invalid.
     Raises:
-        ValueError if some depth is negative or beyond ``65535 * depth_scale``.
+        ValueError if some depth is negative or beyond ``65535 * depth_units_m``.
     """
     d = np.where(np.isfinite(depth_m), depth_m, 0.0).astype(np.float64)
-    raw = np.rint(d / depth_scale)
+    raw = np.rint(d / depth_units_m)
     if raw.min(initial=0.0) < 0:
         raise ValueError(f"{where}: negative depth {float(d.min()):.4f} m cannot be recorded")
     if raw.max(initial=0.0) > 65535:
         raise ValueError(
-            f"{where}: depth {float(d.max()):.3f} m exceeds the z16 range of {65535 * depth_scale:.3f} m "
-            f"at depth_scale {depth_scale} m"
+            f"{where}: depth {float(d.max()):.3f} m exceeds the z16 range of {65535 * depth_units_m:.3f} m "
+            f"at depth_units_m {depth_units_m} m"
         )
     return raw.astype(np.uint16)
 
@@ -85,7 +85,7 @@ def _make_recorder(rs: Any, path: Path, device: Any) -> tuple[Any, Path]:
         return rs.recorder(str(path), device), path
 
 
-def record_frames(frames: Iterable[Frame], path: Path, depth_scale: float = 0.001, fps: int = 30) -> Path:
+def record_frames(frames: Iterable[Frame], path: Path, depth_units_m: float = 0.001, fps: int = 30) -> Path:
     """Record RGB-D frames as a RealSense recording.
 
     Args:
@@ -94,14 +94,14 @@ def record_frames(frames: Iterable[Frame], path: Path, depth_scale: float = 0.00
             (H, W) metres. ``index + 1`` becomes the frame number of both streams, so
             gaps in ``index`` are gaps in the recording, which a player reports as drops.
         path: where to write; the suffix may change to the one librealsense writes.
-        depth_scale: metres per z16 unit stored as the depth sensor's ``depth_units``.
+        depth_units_m: metres per z16 unit stored as the depth sensor's ``depth_units``.
         fps: nominal frame rate of both streams (stream metadata only).
     Returns:
         The path of the finished recording. It is written under a temporary name in
         the same folder and renamed when complete; nothing is left behind on error.
     """
-    if not depth_scale > 0:
-        raise ValueError(f"depth_scale must be positive, got {depth_scale}")
+    if not depth_units_m > 0:
+        raise ValueError(f"depth_units_m must be positive, got {depth_units_m}")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     path = Path(path)
@@ -116,7 +116,7 @@ def record_frames(frames: Iterable[Frame], path: Path, depth_scale: float = 0.00
     device = rs.software_device()
     depth_sensor = device.add_sensor("Depth")
     color_sensor = device.add_sensor("Color")
-    depth_sensor.add_read_only_option(rs.option.depth_units, float(depth_scale))
+    depth_sensor.add_read_only_option(rs.option.depth_units, float(depth_units_m))
     depth_profile = depth_sensor.add_video_stream(_video_stream(rs, rs.stream.depth, 0, rs.format.z16, 2, camera, fps))
     color_profile = color_sensor.add_video_stream(_video_stream(rs, rs.stream.color, 1, rs.format.rgb8, 3, camera, fps))
     identity = rs.extrinsics()
@@ -148,7 +148,7 @@ def record_frames(frames: Iterable[Frame], path: Path, depth_scale: float = 0.00
             if not frame.index > last_index:
                 raise ValueError(f"{where}: index {frame.index} does not increase (previous {last_index})")
             last_t, last_index = frame.timestamp, frame.index
-            raw = depth_m_to_raw(frame.depth, depth_scale, where)
+            raw = depth_m_to_raw(frame.depth, depth_units_m, where)
             rgb = np.ascontiguousarray(frame.rgb, dtype=np.uint8)
             for sensor, profile, pixels, bpp in ((depth_sensor, depth_profile, raw, 2), (color_sensor, color_profile, rgb, 3)):
                 sw = rs.software_video_frame()
@@ -160,7 +160,7 @@ def record_frames(frames: Iterable[Frame], path: Path, depth_scale: float = 0.00
                 sw.frame_number = frame.index + 1
                 sw.profile = profile.as_video_stream_profile()
                 if bpp == 2:
-                    sw.depth_units = float(depth_scale)
+                    sw.depth_units = float(depth_units_m)
                 sensor.on_video_frame(sw)
         complete = True
     finally:

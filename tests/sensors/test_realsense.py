@@ -55,14 +55,14 @@ def frames(kitchen_any: Path) -> list[Frame]:
 
 @pytest.fixture(scope="module")
 def recording(frames: list[Frame], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return record_frames(frames, tmp_path_factory.mktemp("rs") / "redkitchen.db3", depth_scale=0.001, fps=30)
+    return record_frames(frames, tmp_path_factory.mktemp("rs") / "redkitchen.db3", depth_units_m=0.001, fps=30)
 
 
-def assert_depth_equal(played: np.ndarray, original: np.ndarray, depth_scale: float, where: str) -> None:
+def assert_depth_equal(played: np.ndarray, original: np.ndarray, depth_units_m: float, where: str) -> None:
     """Same raw units everywhere, and metres equal up to float32 rounding of raw * scale (1 ulp)."""
     assert played.dtype == np.float32 and played.shape == original.shape, where
-    raw_played = np.rint(played.astype(np.float64) / depth_scale)
-    raw_original = np.rint(original.astype(np.float64) / depth_scale)
+    raw_played = np.rint(played.astype(np.float64) / depth_units_m)
+    raw_original = np.rint(original.astype(np.float64) / depth_units_m)
     n_diff = int((raw_played != raw_original).sum())
     assert n_diff == 0, f"{where}: {n_diff} depth pixels changed"
     assert np.array_equal(played > 0, original > 0), f"{where}: valid-depth mask changed"
@@ -82,7 +82,7 @@ def test_playback_returns_the_recorded_frames(frames: list[Frame], recording: Pa
     with open_source("realsense:" + str(recording)) as src:
         assert isinstance(src, RealSenseSource)
         assert src.camera == KINECT
-        assert src.depth_scale == pytest.approx(0.001, rel=1e-6)
+        assert src.depth_units_m == pytest.approx(0.001, rel=1e-6)
         assert src.alignment == "registered"  # same intrinsics, identity extrinsics: no resampling
         played = list(src)
         stats = src.stats
@@ -104,9 +104,9 @@ def test_playback_returns_the_recorded_frames(frames: list[Frame], recording: Pa
 def test_depth_scale_is_read_from_the_recording(kitchen_any: Path, tmp_path: Path) -> None:
     """Half-millimetre units: the player must use the recorded scale, not assume 1 mm."""
     frames = load_redkitchen(kitchen_any, 2)
-    path = record_frames(frames, tmp_path / "half_mm.db3", depth_scale=0.0005)
+    path = record_frames(frames, tmp_path / "half_mm.db3", depth_units_m=0.0005)
     with RealSenseSource(path) as src:
-        assert src.depth_scale == pytest.approx(0.0005, rel=1e-6)
+        assert src.depth_units_m == pytest.approx(0.0005, rel=1e-6)
         played = list(src)
     assert len(played) == 2
     for got, ref in zip(played, frames):
