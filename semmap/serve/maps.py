@@ -13,7 +13,6 @@ with that encoder (``SemanticMap.set_encoder``). A served map directory is only 
 from __future__ import annotations
 
 import io
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -217,19 +216,6 @@ class EncoderCache:
             return list(self._encoders)
 
 
-def read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(V, 3) float32 vertices, (F, 3) int32 triangles, (V, 3) float32 colours in [0, 1] of a PLY."""
-    import open3d as o3d
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist")
-    mesh = o3d.io.read_triangle_mesh(str(path))
-    v = np.asarray(mesh.vertices, np.float32)
-    f = np.asarray(mesh.triangles, np.int32)
-    c = np.asarray(mesh.vertex_colors, np.float32) if mesh.has_vertex_colors() else np.full_like(v, 0.7)
-    return v, f, np.clip(c, 0.0, 1.0)
-
-
 def tsdf_mesh_arrays(tsdf: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vertices (V, 3) float32, triangles (F, 3) int32, colours (V, 3) float32 of a ``TSDFMap``'s mesh."""
     mesh = tsdf.extract_mesh()
@@ -242,31 +228,24 @@ def tsdf_mesh_arrays(tsdf: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def load_map_snapshot(directory: Path | str, encoders: EncoderCache, name: str | None = None) -> MapSnapshot:
     """Read a map directory into a snapshot (read-only: nothing is written there).
 
-    The feature layer (when map.json lists a semantic stage) is read with
+    map.json, the mesh and the trajectory are read and checked by ``mapping.mapformat``; the
+    feature layer (when map.json lists a semantic stage) with
     ``SemanticMap.load`` and given the shared encoder of its name, which then embeds the
     negatives and matches the voxels to the reference names (so the first query is warm);
     ``scene_graph.json``, when present, with ``SceneGraph.load``. Their errors (damaged or
     unfinished maps) pass through.
 
     Raises:
-        FileNotFoundError: no such directory or no mesh.ply; ValueError: no map.json, bad JSON,
-        a damaged feature layer or scene graph.
+        FileNotFoundError: no such directory; ValueError (``mapping.mapformat.MapFormatError``):
+        an unfinished or damaged map (map.json, mesh, trajectory, feature layer, scene graph).
     """
-    from mapping.semantic_map import MAP_META_FILE, SemanticMap
+    from mapping.mapformat import read_map_json, read_map_mesh, read_map_trajectory
+    from mapping.semantic_map import SemanticMap
     from scenegraph.graph import SCENE_GRAPH_FILE, SceneGraph
     from sensors.camera import Camera
-    from sensors.trajectory_io import read_tum
 
     directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"map directory {directory} does not exist")
-    meta_path = directory / MAP_META_FILE
-    if not meta_path.is_file():
-        raise ValueError(f"{directory} is not a complete map: {MAP_META_FILE} is missing (build it with semmap map)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
+    meta = read_map_json(directory)
     semantic: SemanticMap | None = None
     if "semantic" in (meta.get("stages") or {}):
         semantic = SemanticMap.load(directory)
@@ -279,18 +258,17 @@ def load_map_snapshot(directory: Path | str, encoders: EncoderCache, name: str |
         graph_updated = graph_path.stat().st_mtime
         if graph.has_embeddings and graph.encoder:
             graph_encoder = encoders.get(graph.encoder)
-    v, f, c = read_mesh(directory / "mesh.ply")
-    traj_path = directory / "trajectory.tum"
-    T = read_tum(traj_path).T_world_cam if traj_path.is_file() else np.zeros((0, 4, 4))
+    mesh = read_map_mesh(directory, meta)
+    T = read_map_trajectory(directory, meta).T_world_cam
     cam = meta.get("camera")
     return MapSnapshot(
         name=name or directory.resolve().name,
         version=0,
         semantic=semantic,
         graph=graph,
-        mesh_vertices=v,
-        mesh_triangles=f,
-        mesh_colors=c,
+        mesh_vertices=mesh.vertices,
+        mesh_triangles=mesh.triangles,
+        mesh_colors=np.clip(mesh.colors, 0.0, 1.0),
         T_world_cam=T,
         camera=Camera.from_dict(cam) if cam else None,
         frames=int(meta.get("frames_integrated", len(T))),
