@@ -29,6 +29,22 @@ def replica_office0() -> Path:
     return data_path("replica-office0")
 
 
+def available_devices() -> list[str]:
+    """Torch device names to run device-aware tests on: "cpu" always, "cuda" where torch sees a GPU."""
+    import torch
+
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The ``device`` fixture: a test that takes ``device`` (a torch device name; Open3D's is
+    ``device.upper() + ":0"``) runs once per :func:`available_devices` entry. Torch is only
+    imported when some collected test asks for it."""
+    own = any("device" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize") if m.args)
+    if "device" in metafunc.fixturenames and not own:
+        metafunc.parametrize("device", available_devices())
+
+
 
 _EXIT_STATUS: list[int] = []
 
