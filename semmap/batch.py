@@ -976,6 +976,13 @@ def plot_batch(records: list[dict], path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
         for i in failed:
             ax.axvspan(i - 0.5, i + 0.5, color="red", alpha=0.12, lw=0)
+    if failed:
+        lines = []
+        for i in failed[:6]:
+            why = (records[i].get("error") or "failed").replace(f"scene {names[i]!r}: ", "")
+            lines.append(f"{names[i]}: {why[:120] + '...' if len(why) > 120 else why}")
+        more = f"\n... and {len(failed) - 6} more failed (batch.json)" if len(failed) > 6 else ""
+        fig.supxlabel("failed: " + "\n".join(lines) + more, fontsize=7, color="darkred", x=0.01, ha="left")
     if len(records) <= 60:
         axes[-1].set_xticks(x, names, rotation=45, ha="right", fontsize=8)
     return _save_figure(fig, Path(path))
