@@ -18,6 +18,17 @@ from tests.conftest import data_path
 QUERIES = ("coffee mug", "chair", "the mug on the table", "a chair next to the table", "something by")
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_threads():
+    """The service pins torch to one thread process-wide (EncoderCache); give the rest of the
+    test session its setting back."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory) -> dict[str, Path]:
     """Three maps of redkitchen frames: lite features + scene graph, the same without the

@@ -106,6 +106,17 @@ def _parse(argv: list[str]):
     return build_parser().parse_args(["map", "SOURCE", "--out", "unused", *argv])
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_threads():
+    """The service pins torch to one thread process-wide (EncoderCache); give the rest of the
+    test session its setting back."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory):
     """A LiveMapper over 6 redkitchen frames (publishing every 0.2 s), queried while it maps;
