@@ -305,7 +305,7 @@ def parse_overrides(items: list[str]) -> dict:
 def print_redkitchen(r: dict) -> None:
     m = r["metrics"]
     g1, g2 = r["given_ms_per_frame"]
-    print(f"redkitchen {r['frames']} frames, pipeline (2 cm map):")
+    print(f"\nredkitchen {r['frames']} frames, pipeline (2 cm map):")
     print(f"  given     {g1:7.1f} / {g2:.1f} ms/frame (before / after the estimate run)")
     print(f"  estimate  {r['estimate_ms_per_frame']:7.1f} ms/frame ({r['estimate_loop_ms_per_frame']:.1f} per-frame loop "
           f"+ {r['finish_s']:.1f} s loop closure at the end; tracking {r['track_ms_per_frame']:.1f} ms/frame)")
@@ -359,18 +359,14 @@ def main() -> None:
     report: dict = {}
     if not args.skip_acceptance:
         report["redkitchen"] = acceptance_redkitchen(args.data_root, args.max_frames, overrides)
+        print_redkitchen(report["redkitchen"])
         if not args.skip_replica:
             report["replica"] = acceptance_replica(overrides)
+            print_replica(report["replica"])
     runs = []
     for name in args.datasets:
         print(f"[{name}] tracking (tracker only) ...", flush=True)
         runs.append(run_dataset(name, args.data_root, args.max_frames, overrides))
-
-    print()
-    if "redkitchen" in report:
-        print_redkitchen(report["redkitchen"])
-    if "replica" in report:
-        print_replica(report["replica"])
     if runs:
         print_tracker_runs(runs)
     load_after = os.getloadavg()

@@ -83,7 +83,13 @@ class TrackerConfig:
     follow the depth-only alignment, those well below it the depth + intensity alignment. Redkitchen 1000
     frames, before the half-pixel integration fix: ATE 2.92 cm at 0.02, 2.48 cm at 0.05, 2.60 cm at 0.2."""
     downsample: int = 2
-    """Integer factor by which depth/colour are reduced before alignment (1 = full resolution; 2 = half)."""
+    """Integer factor by which depth/colour are reduced before alignment (1 = full resolution; 2 = half); the
+    map is still integrated at full resolution. Every per-pixel cost of tracking (render, both odometry losses,
+    scoring) scales with 1 / downsample^2. 4 is the fast choice: redkitchen 400 frames against the 2 cm map
+    (issue 16, under load) ATE 2.23 cm at 4 vs 2.29 cm at 2, but RPE 0.70 vs 0.46 cm per frame, ICL-NUIM 5 frames
+    max error 0.67 vs 0.25 cm, and scores drop with the resolution (normal-map borders and holes are a larger
+    share of a 160x120 image: a keyframe aligned to itself has fitness 0.58 at 4, 0.80 at 2, against
+    ``min_fitness`` 0.5 here and in loop verification)."""
     iterations: tuple[int, ...] = (6, 4, 3)
     """Gauss-Newton iterations per pyramid level, coarsest first (its length is the number of levels)."""
     depth_min_m: float = 0.1
@@ -122,12 +128,16 @@ class TrackerConfig:
     """After untracked frames the allowed translation jump grows by this per missed frame, metres."""
     jump_growth_deg_per_frame: float = 1.5
     """After untracked frames the allowed rotation jump grows by this per missed frame, degrees."""
-    model_voxel_m: float | None = 0.01
+    model_voxel_m: float | None = 0.02
     """When set (metres) and the map passed to ``track`` is None or coarser, the tracker keeps its own TSDF at
     this voxel size, integrates tracked frames (only) into it and tracks against it; None tracks against the
-    caller's map. A 2 cm model blurs the colour the "hybrid" loss needs: ICL-NUIM 5 frames max error 3.4 cm
-    against a 2 cm model, 0.7 cm against 1 cm (redkitchen: 3.4 vs 3.7 cm ATE, within run-to-run spread).
-    Costs one more integration per frame (about +80% tracking time)."""
+    caller's map. The default tracks against the caller's map when it is 2 cm or finer (``semmap map``: 2 cm),
+    which saves a second integration per frame (the largest single cost before issue 16: 138 of 410 ms per
+    frame at 1 cm). Measured with the mesh render: redkitchen 400 frames ATE 2.29 cm against the 2 cm map;
+    ICL-NUIM 5 frames max error 0.25 cm (2 cm) vs 0.35 cm (own 1 cm). Set 0.01 for an own 1 cm model (the
+    earlier default: redkitchen 1000 frames 2.51 cm). With ``model_render="raycast"`` use 0.01: a ray cast of a
+    2 cm model quantises depth to 2 cm and blurs the colour the "hybrid" loss needs (ICL-NUIM, hybrid: 2.6 cm
+    max error against the 2 cm map; earlier 3.4 vs 0.7 cm)."""
     model_render: str = "mesh"
     """How the model is rendered for frame-to-model alignment: "mesh" (the model's marching-cubes mesh,
     rebuilt every ``mesh_refresh_frames`` tracked frames, rendered with a BVH; unbiased, costs a mesh

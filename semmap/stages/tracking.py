@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="tracking loss: fused (depth-only pose, with depth + intensity along the directions depth "
                         "leaves loose; default), hybrid (depth + intensity) or point_to_plane (depth only)")
     g.add_argument("--model-render", choices=["raycast", "mesh"], default=TrackerConfig.model_render,
-                   help="how the tracking model is rendered: raycast (fast) or mesh (unbiased, about 3x slower; "
-                        "worth it on clean depth such as renders)")
+                   help="how the tracking model is rendered: mesh (default: marching-cubes mesh of the blocks near "
+                        "the view, unbiased) or raycast (Open3D ray cast; depth quantised to the voxel)")
     g.add_argument("--no-loop-closure", action="store_true", help="skip loop closure after the last frame")
 
 
