@@ -94,8 +94,8 @@ class OracleMono(DepthEstimator):
     name = "oracle"
     output_kind = "metric"
 
-    def __init__(self, source: SyntheticSource) -> None:
-        self.depth = {source[i].rgb.tobytes(): source[i].depth for i in range(len(source))}
+    def __init__(self, source: SyntheticSource, n: int) -> None:
+        self.depth = {f.rgb.tobytes(): f.depth for f in (source[i] for i in range(n))}
 
     def _predict(self, rgb: np.ndarray, camera: Camera) -> np.ndarray:
         return self.depth[rgb.tobytes()] * 1.02  # a slightly wrong scale, so its weight matters
@@ -171,18 +171,19 @@ def test_filled_and_monocular_depth_are_reintegrated_with_their_weights(room):
     """Every third frame loses its depth (predicted by a model, weight 0.3); the map after the
     closure equals one built directly from the frames as integrated, at the true poses."""
     scene, traj = room
+    n = 21
     source = SyntheticSource(scene, traj, camera=CAMERA, noise="kinect", noise_seed=0)
-    cfg = MapConfig(voxel_size_m=VOXEL, depth_max_m=6.0, progress=False)
+    cfg = MapConfig(voxel_size_m=VOXEL, depth_max_m=6.0, max_frames=n, progress=False)
     depth = DepthStage(DepthStageConfig(model="oracle", complete_depth=True, drop_depth_every=3),
-                       model=OracleMono(SyntheticSource(scene, traj, camera=CAMERA)))
+                       model=OracleMono(SyntheticSource(scene, traj, camera=CAMERA), n))
     closer, recorder = DriftThenClose(np.asarray(scene.room_size_m, float) / 2), Recorder()
     result = build_map(source, cfg, [depth, closer, recorder])
     by_source = {}
     for f, w in recorder.frames:
         by_source.setdefault(f.depth_source.split(":")[0], []).append(np.ndim(w))
-    assert len(by_source.get("mono", [])) == N_FRAMES // 3, by_source
+    assert len(by_source.get("mono", [])) == n // 3, by_source
     assert by_source.get("completed"), "kinect noise leaves holes the depth stage completes"
-    assert sorted(result.tsdf.frames_integrated) == list(range(N_FRAMES))  # none skipped, none re-read
+    assert result.tsdf.frames_integrated == list(range(n))  # none skipped, in order
 
     reference = TSDFMap(result.tsdf.config)
     for f, w in recorder.frames:
@@ -190,13 +191,13 @@ def test_filled_and_monocular_depth_are_reintegrated_with_their_weights(room):
     unweighted = TSDFMap(result.tsdf.config)
     for f, _ in recorder.frames:
         unweighted.integrate(f.with_(T_world_cam=closer.truth[f.index]))
-    for k in range(0, N_FRAMES, 7):
+    for k in range(0, n, 5):
         T = closer.truth[k]
         got = result.tsdf.raycast(CAMERA, T)["depth"]
         ref = reference.raycast(CAMERA, T)["depth"]
         raw = unweighted.raycast(CAMERA, T)["depth"]
         both = (got > 0) & (ref > 0)
-        assert both.mean() > 0.9
+        assert both.mean() > 0.8
         # re-integrated depth is kept in 1 mm steps: the surfaces agree to well under a voxel
         assert np.median(np.abs(got[both] - ref[both])) < 1e-3
         assert np.percentile(np.abs(got[both] - ref[both]), 95) < 4e-3
