@@ -236,6 +236,17 @@ class FeatureGrid:
             raise ValueError("duplicate voxel keys")
         return g
 
+    def __getstate__(self) -> dict:
+        """Pickle / deepcopy state: the arrays, without the Open3D index (rebuilt on load)."""
+        state = self.__dict__.copy()
+        state["_index"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self._n:
+            self._index_insert(self._keys[: self._n], np.arange(self._n, dtype=np.int64))
+
     def _index_insert(self, keys: np.ndarray, rows: np.ndarray) -> bool:
         """Add (M,) keys -> (M,) rows to the hash index; False if any key was already there."""
         import open3d.core as o3c

@@ -87,6 +87,21 @@ def test_many_inserts_keep_the_index_consistent():
     assert len(np.unique(g.keys)) == len(g)
 
 
+def test_copies_are_independent_and_keep_their_index():
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(4)
+    g = FeatureGrid(0.05, 4)
+    g.fuse_points(rng.uniform(-1, 1, (500, 3)), unit(rng.normal(size=(500, 4))), np.ones(500))
+    for h in (copy.deepcopy(g), pickle.loads(pickle.dumps(g))):
+        np.testing.assert_array_equal(h.find(g.keys), np.arange(len(g)))
+        np.testing.assert_array_equal(h.embeddings, g.embeddings)
+        n = len(h)
+        h.fuse_points(np.array([[5.0, 5.0, 5.0]]), unit(np.ones((1, 4))), np.ones(1))
+        assert len(h) == n + 1 and len(g) == n and g.lookup(np.array([[5.0, 5.0, 5.0]]))[0] == -1
+
+
 def test_bytes_per_voxel():
     g = FeatureGrid(0.05, 384)
     assert g.bytes_per_voxel == 784
