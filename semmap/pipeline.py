@@ -8,7 +8,7 @@ The map directory (written atomically, see ``mapping.atomic``) holds:
 - ``map.json``: metadata written last (format version, source, frames, timings).
 
 Pose corrections (e.g. a loop closure found after the last frame): a stage that may correct
-poses says so (:attr:`Stage.corrects_poses`); the loop then keeps every integrated frame as
+poses says so (:meth:`Stage.corrects_poses`, asked once with the source); the loop then keeps every integrated frame as
 it was integrated (``mapping.reintegration.FrameStore``: depth after the depth stage, its
 weights and source tag, colour, pose). When that stage's ``finish`` returns corrected poses,
 the map is re-integrated from those frames at the corrected poses
@@ -135,7 +135,7 @@ class Stage:
     return a changed frame, e.g. with filled depth or an estimated pose, or raise
     :class:`SkipFrame`), integrates the frame into the TSDF, then every stage's
     ``after_integrate``. After the last frame it calls every stage's ``finish`` in order;
-    a stage whose :attr:`corrects_poses` is true may return corrected poses from it, and the
+    a stage whose :meth:`corrects_poses` was true may return corrected poses from it, and the
     pipeline then re-integrates the map and calls every stage's ``on_poses_corrected``
     (see the module docstring). When the map is saved: ``save_into`` (files beside the
     TSDF) and ``metadata`` (into map.json). Before the first frame, ``begin`` tells each
@@ -145,9 +145,9 @@ class Stage:
 
     name: str = "stage"
 
-    @property
-    def corrects_poses(self) -> bool:
-        """True when ``finish`` may return corrected poses (the loop then keeps the integrated frames)."""
+    def corrects_poses(self, source: FrameSource) -> bool:
+        """True when ``finish`` may return corrected poses for frames of ``source`` (the loop then keeps
+        the integrated frames, see ``mapping.reintegration``); asked once, before the first frame."""
         return False
 
     def begin(self, poses_may_change: bool) -> None:
@@ -161,7 +161,7 @@ class Stage:
 
     def finish(self, result: MapResult) -> dict[int, np.ndarray] | None:
         """After the last frame. May return corrected poses (``Frame.index`` -> (4, 4) ``T_world_cam``,
-        only when :attr:`corrects_poses`); frames left out keep their pose."""
+        only when :meth:`corrects_poses` was true); frames left out keep their pose."""
         return None
 
     def on_poses_corrected(self, corrected: dict[int, np.ndarray], result: MapResult) -> None:
@@ -200,7 +200,7 @@ def build_map(source: FrameSource, config: MapConfig, stages: Sequence[Stage] = 
     :class:`StopMapping` ends the loop early; what was integrated is kept
     (``MapResult.stopped_early`` says why). Raises ValueError if no frame could be integrated.
     """
-    poses_may_change = any(st.corrects_poses for st in stages)
+    poses_may_change = any(st.corrects_poses(source) for st in stages)
     state = _LoopState(TSDFMap(config.tsdf_config()), {"io": 0.0, "integrate": 0.0, **{st.name: 0.0 for st in stages}})
     if poses_may_change:
         state.store = FrameStore(config.retention)

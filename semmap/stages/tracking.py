@@ -24,6 +24,7 @@ from mapping.tracking import Tracker, TrackerConfig, TrackingLost
 from mapping.tracking.config import ODOMETRY_METHODS
 from mapping.tsdf import TSDFMap
 from semmap.pipeline import MapResult, SkipFrame, Stage, StopMapping
+from sensors.base import FrameSource
 from sensors.frame import Frame
 
 ORDER = 30
@@ -69,10 +70,16 @@ class TrackingStage(Stage):
         self.force = force
         self.tracker: Tracker | None = None
         self.loop_result = None
+        self.can_correct = True
+        """Whether the pipeline keeps the frames a closure needs (``begin``); a closure found without
+        them is reported, not applied."""
 
-    @property
-    def corrects_poses(self) -> bool:
-        return self.config.loop.enabled
+    def corrects_poses(self, source: FrameSource) -> bool:
+        """Loop closure is on and frames will be tracked (every frame, or a source without poses)."""
+        return self.config.loop.enabled and (self.force or not getattr(source, "has_poses", False))
+
+    def begin(self, poses_may_change: bool) -> None:
+        self.can_correct = poses_may_change
 
     def before_integrate(self, frame: Frame, tsdf: TSDFMap) -> Frame:
         if frame.T_world_cam is not None and not self.force:
@@ -100,6 +107,10 @@ class TrackingStage(Stage):
 
     def _close_loops(self) -> dict[int, np.ndarray] | None:
         """``Tracker.finalize`` without re-integration: the pipeline re-integrates what it integrated."""
+        if not self.can_correct:
+            print("tracking: loop closure skipped: the source reported poses, so the integrated frames were "
+                  "not kept for re-integration (use --poses estimate to track and close loops)")
+            return None
         lc = self.tracker.finalize()
         if lc is None:
             return None

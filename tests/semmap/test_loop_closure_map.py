@@ -64,8 +64,7 @@ class DriftThenClose(Stage):
     def __init__(self, centre: np.ndarray, close: bool = True) -> None:
         self.centre, self.close, self.truth = centre, close, {}
 
-    @property
-    def corrects_poses(self) -> bool:
+    def corrects_poses(self, source: FrameSource) -> bool:
         return True
 
     def before_integrate(self, frame: Frame, tsdf: TSDFMap) -> Frame:
@@ -282,3 +281,20 @@ def test_frame_store_round_trip_and_memory_bound():
     assert bounded.nbytes <= 10.5 * per_frame and bounded.thinned >= 1
     kept = [f.index for f in bounded.frames]
     assert kept == list(range(0, 40, bounded.keep_every))[: len(kept)] and len(kept) >= 5
+
+
+def test_frames_are_kept_only_when_a_closure_can_happen(room):
+    """``--poses auto`` on a source with poses tracks nothing: no frame is kept (no memory, no time)."""
+    from mapping.tracking import TrackerConfig
+    from semmap.stages.tracking import TrackingStage
+
+    scene, traj = room
+    source = SyntheticSource(scene, traj, camera=CAMERA)
+    cfg = MapConfig(voxel_size_m=VOXEL, depth_max_m=6.0, max_frames=3, progress=False)
+    auto = build_map(source, cfg, [TrackingStage(TrackerConfig())])
+    assert auto.retention is None and "retain" not in auto.timings_s
+    no_loops = TrackerConfig()
+    no_loops.loop.enabled = False
+    assert build_map(source, cfg, [TrackingStage(no_loops, force=True)]).retention is None
+    forced = build_map(source, cfg, [TrackingStage(TrackerConfig(), force=True)])
+    assert forced.retention["frames"] == forced.frames_integrated >= 1  # the orbit steps too far to track all
