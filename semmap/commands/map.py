@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from semmap.config_args import add_dataclass_arguments, config_kwargs
 from semmap.stages import add_stage_arguments, build_stages
 
 if TYPE_CHECKING:
@@ -19,6 +20,17 @@ def _sources_help() -> str:
 
 
 ORDER = 10
+MAP_FLAGS = {
+    "voxel_size_m": "--voxel-size",
+    "stride": "--stride",
+    "max_frames": "--max-frames",
+    "depth_max_m": "--depth-max",
+    "depth_min_m": "--depth-min",
+    "trunc_voxels": "--trunc-voxels",
+    "min_observations": "--min-observations",
+    "device": "--device",
+}
+"""``semmap.pipeline.MapConfig`` field -> its ``semmap map`` option (default and help come from the field)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,14 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_map_arguments(p: argparse.ArgumentParser) -> None:
     """The mapping options of ``semmap map`` (all but SOURCE and --out), stages included;
     ``semmap serve --live`` takes the same."""
-    p.add_argument("--voxel-size", type=float, default=0.02, help="TSDF voxel edge in metres (default 0.02)")
-    p.add_argument("--stride", type=int, default=1, help="use every N-th frame (default 1)")
-    p.add_argument("--max-frames", type=int, default=None, help="stop after N frames (after striding)")
-    p.add_argument("--depth-max", type=float, default=4.0, help="ignore depth beyond this many metres (default 4)")
-    p.add_argument("--depth-min", type=float, default=0.1, help="ignore depth below this many metres (default 0.1)")
-    p.add_argument("--trunc-voxels", type=float, default=4.0, help="TSDF truncation in voxels (default 4)")
-    p.add_argument("--min-observations", type=int, default=1, help="frames a voxel needs to appear in the mesh")
-    p.add_argument("--device", default="cpu", help="'cpu' or 'cuda[:N]' (default cpu)")
+    from semmap.pipeline import MapConfig
+
+    add_dataclass_arguments(p, MapConfig, MAP_FLAGS)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_stage_arguments(p)
 
@@ -55,17 +62,7 @@ def map_config(args: argparse.Namespace) -> MapConfig:
     """The ``semmap.pipeline.MapConfig`` of parsed ``semmap map`` options (``semmap batch`` uses it too)."""
     from semmap.pipeline import MapConfig
 
-    return MapConfig(
-        voxel_size_m=args.voxel_size,
-        depth_max_m=args.depth_max,
-        depth_min_m=args.depth_min,
-        trunc_voxels=args.trunc_voxels,
-        stride=args.stride,
-        max_frames=args.max_frames,
-        device=args.device,
-        min_observations=args.min_observations,
-        progress=not args.no_progress,
-    )
+    return MapConfig(**config_kwargs(args, MapConfig, MAP_FLAGS), progress=not getattr(args, "no_progress", False))
 
 
 def cmd_map(args: argparse.Namespace) -> int:
