@@ -36,6 +36,7 @@ import numpy as np
 
 from mapping.tsdf import TSDFMap
 from scenegraph.views import DEPTH_SCALE, downscale_frame
+from semmap.config_args import add_dataclass_arguments, config_kwargs
 from semmap.pipeline import MapResult, Stage
 from sensors.frame import Frame
 
@@ -193,16 +194,18 @@ def _remove_file(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
+RERUN_FLAGS = {"path": "--rerun", "width": "--rerun-width", "image_every": "--rerun-image-every"}
+"""``RerunConfig`` field -> its ``semmap map`` option."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("rerun recording (open with `rerun FILE.rrd`)")
-    g.add_argument("--rerun", type=Path, default=None, metavar="FILE.rrd",
-                   help="log every frame's image, depth, pose and frustum, then the mesh and trajectory, to FILE.rrd")
-    g.add_argument("--rerun-width", type=int, default=320, help="width of the logged images in pixels (default 320)")
-    g.add_argument("--rerun-image-every", type=int, default=1,
-                   help="log the images of every N-th frame (poses of all; default 1)")
+    add_dataclass_arguments(g, RerunConfig, RERUN_FLAGS, path={
+        "metavar": "FILE.rrd",
+        "help": "log every frame's image, depth, pose and frustum, then the mesh and trajectory, to FILE.rrd"})
 
 
 def from_args(args: argparse.Namespace) -> RerunStage | None:
     if getattr(args, "rerun", None) is None:
         return None
-    return RerunStage(RerunConfig(path=args.rerun, width=args.rerun_width, image_every=args.rerun_image_every))
+    return RerunStage(RerunConfig(**config_kwargs(args, RerunConfig, RERUN_FLAGS)))

@@ -24,7 +24,8 @@ import numpy as np
 
 from mapping.keyframes import KeyframeSelector
 from mapping.tsdf import TSDFMap
-from scenegraph.views import downscale_frame, encode_view, write_views
+from scenegraph.views import EncodedView, downscale_frame, encode_view, write_views
+from semmap.config_args import add_dataclass_arguments, config_kwargs
 from semmap.pipeline import MapResult, Stage
 from sensors.frame import Frame
 
@@ -61,7 +62,7 @@ class ViewsStage(Stage):
     def __init__(self, config: ViewsConfig | None = None) -> None:
         self.config = config or ViewsConfig()
         self.selector = KeyframeSelector(self.config.translation_m, self.config.rotation_deg)
-        self.views: list[dict] = []
+        self.views: list[EncodedView] = []
         self.thinned = 0
 
     def after_integrate(self, frame: Frame, tsdf: TSDFMap) -> None:
@@ -72,14 +73,14 @@ class ViewsStage(Stage):
         rgb, depth, cam = downscale_frame(frame.rgb, frame.depth, frame.camera, self.config.width)
         rgb_b, depth_b = encode_view(rgb, depth, self.config.jpeg_quality)
         self.views.append(
-            {
-                "rgb_bytes": rgb_b,
-                "depth_bytes": depth_b,
-                "camera": cam,
-                "T_world_cam": np.array(frame.T_world_cam, dtype=np.float64),
-                "frame_index": int(frame.index),
-                "timestamp": float(frame.timestamp),
-            }
+            EncodedView(
+                rgb_jpeg=rgb_b,
+                depth_png=depth_b,
+                camera=cam,
+                T_world_cam=np.array(frame.T_world_cam, dtype=np.float64),
+                frame_index=int(frame.index),
+                timestamp=float(frame.timestamp),
+            )
         )
         if len(self.views) > self.config.max_views:
             self.views = self.views[::2]
@@ -90,9 +91,9 @@ class ViewsStage(Stage):
     def on_poses_corrected(self, corrected: dict[int, np.ndarray], result: MapResult) -> None:
         """Each view takes the corrected pose of the frame it came from."""
         for v in self.views:
-            T = corrected.get(v["frame_index"])
+            T = corrected.get(v.frame_index)
             if T is not None:
-                v["T_world_cam"] = np.array(T, dtype=np.float64)
+                v.T_world_cam = np.array(T, dtype=np.float64)
 
     def save_into(self, directory: Path) -> list[str]:
         if not self.views:
@@ -102,24 +103,26 @@ class ViewsStage(Stage):
     def metadata(self) -> dict:
         return {
             "count": len(self.views),
-            "bytes": int(sum(len(v["rgb_bytes"]) + len(v["depth_bytes"]) for v in self.views)),
+            "bytes": int(sum(v.nbytes for v in self.views)),
             "thinned": self.thinned,
             "config": asdict(self.config),
         }
+
+
+VIEWS_FLAGS = {
+    "width": "--views-width",
+    "translation_m": "--views-translation",
+    "rotation_deg": "--views-rotation-deg",
+    "max_views": "--views-max",
+}
+"""``ViewsConfig`` field -> its ``semmap map`` option."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("stored views (for `semmap graph`; on with --encoder or --save-views)")
     g.add_argument("--save-views", action="store_true", help="store keyframe views even without --encoder")
     g.add_argument("--no-views", action="store_true", help="do not store views (even with --encoder)")
-    g.add_argument("--views-width", type=int, default=320, help="stored view width in pixels (default 320)")
-    g.add_argument(
-        "--views-translation", type=float, default=0.15, help="new view when the camera moved this many metres (0.15)"
-    )
-    g.add_argument(
-        "--views-rotation-deg", type=float, default=15.0, help="new view when the camera turned this many degrees (15)"
-    )
-    g.add_argument("--views-max", type=int, default=400, help="at most this many views (default 400)")
+    add_dataclass_arguments(g, ViewsConfig, VIEWS_FLAGS)
 
 
 def from_args(args: argparse.Namespace) -> ViewsStage | None:
@@ -127,11 +130,4 @@ def from_args(args: argparse.Namespace) -> ViewsStage | None:
         return None
     if not (getattr(args, "save_views", False) or getattr(args, "encoder", None)):
         return None
-    return ViewsStage(
-        ViewsConfig(
-            translation_m=args.views_translation,
-            rotation_deg=args.views_rotation_deg,
-            width=args.views_width,
-            max_views=args.views_max,
-        )
-    )
+    return ViewsStage(ViewsConfig(**config_kwargs(args, ViewsConfig, VIEWS_FLAGS)))
