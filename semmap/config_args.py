@@ -47,6 +47,11 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def field_help(cls: type, name: str) -> str:
+    """A field's docstring as ``--help`` shows it (reST double backquotes dropped)."""
+    return field_docs(cls).get(name, "").replace("``", "")
+
+
 def field_default(cls: type, name: str) -> Any:
     """The default of a dataclass field (calling its default factory); ``_NO_DEFAULT`` when it has none."""
     f = {f.name: f for f in dataclasses.fields(cls)}[name]
@@ -91,7 +96,6 @@ def add_dataclass_arguments(
         ValueError: a field that ``cls`` does not have (a programming error, named).
     """
     names = {f.name for f in dataclasses.fields(cls)}
-    docs = field_docs(cls)
     for name in set(flags) | set(options):
         if name not in names:
             raise ValueError(f"{cls.__name__} has no field {name!r} (flags: {flags})")
@@ -100,7 +104,7 @@ def add_dataclass_arguments(
         default = extra.pop("default", field_default(cls, name))
         if default is _NO_DEFAULT:
             default = None
-        doc = docs.get(name, "").replace("%", "%%")
+        doc = field_help(cls, name).replace("%", "%%")
         kwargs: dict[str, Any] = {"dest": dest_of(flag), "default": default}
         if isinstance(default, bool) and default is False and "action" not in extra:
             kwargs["action"] = "store_true"
@@ -109,7 +113,7 @@ def add_dataclass_arguments(
             typ = _scalar_type(cls, name)
             if typ is not None and "choices" not in extra:
                 kwargs["type"] = typ
-            kwargs["help"] = f"{doc} (default %(default)s)" if doc else "(default %(default)s)"
+            kwargs["help"] = doc if default is None else f"{doc} (default %(default)s)".lstrip()
         kwargs.update(extra)
         parser.add_argument(flag, **kwargs)
 

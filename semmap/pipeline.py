@@ -27,6 +27,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
@@ -38,6 +39,10 @@ from sensors.base import FrameSource
 from sensors.camera import Camera
 from sensors.frame import Frame
 from sensors.trajectory_io import Trajectory, write_tum
+
+if TYPE_CHECKING:
+    from mapping.fusion import FusionConfig
+    from mapping.tracking import TrackerConfig
 
 MAP_FORMAT_VERSION = 1
 
@@ -78,6 +83,7 @@ class MapConfig:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     """How integrated frames are kept for re-integration when a stage may correct poses."""
 
+    # The depth range and device are set here once; every consumer's config is built from them.
     def tsdf_config(self) -> TSDFConfig:
         return TSDFConfig(
             voxel_size_m=self.voxel_size_m,
@@ -86,6 +92,20 @@ class MapConfig:
             depth_max_m=self.depth_max_m,
             device=o3d_device(self.device),
             min_observations=self.min_observations,
+        )
+
+    def fusion_config(self, **overrides: Any) -> FusionConfig:
+        """``mapping.fusion.FusionConfig`` with this depth range (``overrides``: its other fields)."""
+        from mapping.fusion import FusionConfig
+
+        return FusionConfig(depth_min_m=self.depth_min_m, depth_max_m=self.depth_max_m, **overrides)
+
+    def tracker_config(self, **overrides: Any) -> TrackerConfig:
+        """``mapping.tracking.TrackerConfig`` with this depth range and device (``overrides``: its other fields)."""
+        from mapping.tracking import TrackerConfig
+
+        return TrackerConfig(
+            depth_min_m=self.depth_min_m, depth_max_m=self.depth_max_m, device=o3d_device(self.device), **overrides
         )
 
 

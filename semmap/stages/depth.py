@@ -71,6 +71,7 @@ from mapping.depth.completion import (
     CompletionResult,
 )
 from mapping.tsdf import TSDFMap
+from semmap.config_args import add_dataclass_arguments, config_kwargs
 from semmap.pipeline import SkipFrame, Stage
 from sensors.frame import Frame
 
@@ -313,61 +314,36 @@ def _fill_summary(codes: np.ndarray) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------- CLI
+DEPTH_FLAGS = {
+    "model": "--depth-model",
+    "canonical_focal_px": "--canonical-focal",
+    "complete_depth": "--complete-depth",
+    "fill_missing": "--fill-missing",
+    "estimated_weight": "--estimated-depth-weight",
+    "map_pixel_weight": "--map-pixel-weight",
+    "interpolated_weight": "--interpolated-depth-weight",
+    "drop_depth_every": "--drop-depth-every",
+}
+"""``DepthStageConfig`` field -> its ``semmap map`` option."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("depth filling (frames without depth, holes, monocular models)")
-    g.add_argument(
-        "--depth-model",
-        default=None,
-        metavar="SPEC",
-        help="monocular depth model: hf:<name-or-path> (transformers, e.g. Depth Anything metric) or "
-        "depthclip:<encoder spec> (e.g. depthclip:clip:/models/clip-vit-b16)",
-    )
-    g.add_argument(
-        "--canonical-focal",
-        type=float,
-        default=None,
-        metavar="PX",
-        help="the model is metric at this focal length (pixels, e.g. 1000 for Metric3D): wrap it in a canonical camera",
-    )
-    g.add_argument(
-        "--complete-depth",
-        action="store_true",
-        help="fill holes in sensor depth (map prior, then model / colour-guided fill)",
-    )
-    g.add_argument(
-        "--fill-missing",
-        choices=FILL_MODES,
-        default=None,
-        help="frames without depth: map (render the map at the pose, complete the rest), model (monocular "
-        "depth), none (skip them). Default: model with --depth-model, else map",
-    )
-    g.add_argument(
-        "--estimated-depth-weight",
-        type=float,
-        default=0.3,
-        metavar="W",
-        help="TSDF weight of estimated depth, in (0, 1]; sensor depth counts 1 (default 0.3)",
-    )
-    g.add_argument(
-        "--map-pixel-weight",
-        type=float,
-        default=0.0,
-        metavar="W",
-        help="TSDF weight of depth rendered from the map itself, in [0, 1] (default 0: not integrated)",
-    )
-    g.add_argument(
-        "--interpolated-depth-weight",
-        type=float,
-        default=0.0,
-        metavar="W",
-        help="TSDF weight of depth filled by colour-guided interpolation, in [0, 1] (default 0: not integrated)",
-    )
-    g.add_argument(
-        "--drop-depth-every",
-        type=int,
-        default=0,
-        metavar="N",
-        help="evaluation: remove the depth of every N-th frame (N >= 2) to simulate RGB-only frames",
+    add_dataclass_arguments(
+        g,
+        DepthStageConfig,
+        DEPTH_FLAGS,
+        model={
+            "metavar": "SPEC",
+            "help": "monocular depth model: hf:<name-or-path> (transformers, e.g. Depth Anything metric) or "
+            "depthclip:<encoder spec> (e.g. depthclip:clip:/models/clip-vit-b16)",
+        },
+        canonical_focal_px={"metavar": "PX"},
+        fill_missing={"choices": FILL_MODES},
+        estimated_weight={"metavar": "W"},
+        map_pixel_weight={"metavar": "W"},
+        interpolated_weight={"metavar": "W"},
+        drop_depth_every={"metavar": "N"},
     )
 
 
@@ -384,15 +360,7 @@ def from_args(args: argparse.Namespace) -> DepthStage | None:
         return None
     if args.canonical_focal is not None and not args.depth_model:
         raise ValueError("--canonical-focal needs --depth-model")
-    config = DepthStageConfig(
-        model=args.depth_model,
-        canonical_focal_px=args.canonical_focal,
-        complete_depth=args.complete_depth,
-        fill_missing=args.fill_missing,
-        estimated_weight=args.estimated_depth_weight,
-        map_pixel_weight=args.map_pixel_weight,
-        interpolated_weight=args.interpolated_depth_weight,
-        drop_depth_every=args.drop_depth_every,
-        device=getattr(args, "device", "cpu"),
-    )
+    from semmap.commands.map import map_config
+
+    config = DepthStageConfig(**config_kwargs(args, DepthStageConfig, DEPTH_FLAGS), device=map_config(args).device)
     return DepthStage(config)

@@ -31,6 +31,7 @@ from mapping.keyframes import KeyframeSelector
 from mapping.reintegration import RetainedFeatures, refuse_features
 from mapping.semantic_map import FEATURES_FILE, FEATURES_META_FILE, SEMANTIC_FORMAT_VERSION
 from mapping.tsdf import TSDFMap
+from semmap.config_args import add_dataclass_arguments, config_kwargs
 from semmap.pipeline import MapResult, Stage
 from sensors.frame import Frame
 
@@ -190,26 +191,38 @@ class SemanticStage(Stage):
         }
 
 
+SEMANTIC_FLAGS = {
+    "encoder": "--encoder",
+    "voxel_size_m": "--semantic-voxel-size",
+    "features": "--features",
+    "feature_stride": "--feature-stride",
+    "kf_translation_m": "--kf-translation",
+    "kf_rotation_deg": "--kf-rotation-deg",
+    "feature_depth": "--feature-depth",
+}
+"""``SemanticConfig`` field -> its ``semmap map`` option (``--crop-scales`` sets ``extractor_options``)."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("semantic features (enabled by --encoder)")
-    g.add_argument(
-        "--encoder",
-        default=None,
-        help="image-text encoder: lite | clip:<hf-name-or-path> | openclip:<arch>/<pretrained>; "
-        "builds the semantic feature layer (features.npz) for `semmap query`",
+    add_dataclass_arguments(
+        g,
+        SemanticConfig,
+        SEMANTIC_FLAGS,
+        encoder={
+            "default": None,
+            "help": "image-text encoder: lite | clip:<hf-name-or-path> | openclip:<arch>/<pretrained>; "
+            "builds the semantic feature layer (features.npz) for `semmap query`",
+        },
+        features={
+            "choices": FEATURE_STRATEGIES.names(),
+            "default": None,
+            "help": "dense features: segments (object-level crops of RGB-D image segments, any encoder; "
+            "the default), crops (multi-scale sliding crops, any encoder; the default when --crop-scales "
+            "is given) or patches (ViT patch tokens, clip: encoders)",
+        },
+        feature_depth={"choices": ["frame", "raycast"]},
     )
-    g.add_argument(
-        "--semantic-voxel-size", type=float, default=0.05, help="semantic voxel edge in metres (default 0.05)"
-    )
-    g.add_argument(
-        "--features",
-        choices=FEATURE_STRATEGIES.names(),
-        default=None,
-        help="dense features: segments (object-level crops of RGB-D image segments, any encoder; "
-        "the default), crops (multi-scale sliding crops, any encoder; the default when --crop-scales "
-        "is given) or patches (ViT patch tokens, clip: encoders)",
-    )
-    g.add_argument("--feature-stride", type=int, default=8, help="frame pixels per feature pixel (default 8)")
     g.add_argument(
         "--crop-scales",
         type=float,
@@ -218,40 +231,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="crops strategy: crop sides as fractions of the frame's short side (default 0.3 0.5 0.8)",
     )
-    g.add_argument(
-        "--kf-translation", type=float, default=0.15, help="keyframe when the camera moved this many metres (0.15)"
-    )
-    g.add_argument(
-        "--kf-rotation-deg", type=float, default=15.0, help="keyframe when the camera turned this many degrees (15)"
-    )
-    g.add_argument(
-        "--feature-depth",
-        choices=["frame", "raycast"],
-        default="frame",
-        help="place feature pixels with the frame depth (default) or a raycast of the TSDF",
-    )
 
 
 def from_args(args: argparse.Namespace) -> SemanticStage | None:
     if getattr(args, "encoder", None) is None:
         return None
-    fusion = FusionConfig(
-        depth_min_m=getattr(args, "depth_min", FusionConfig.depth_min_m),
-        depth_max_m=getattr(args, "depth_max", FusionConfig.depth_max_m),
-    )
-    features = args.features or ("crops" if args.crop_scales else SemanticConfig.features)
+    from semmap.commands.map import map_config
+
+    shared = map_config(args)  # depth range and device: semmap map's, one path for every stage
+    kw = config_kwargs(args, SemanticConfig, SEMANTIC_FLAGS)
+    features = kw.pop("features") or ("crops" if args.crop_scales else SemanticConfig.features)
     if args.crop_scales and features != "crops":
         raise ValueError("--crop-scales applies to --features crops only")
     cfg = SemanticConfig(
-        encoder=args.encoder,
-        device=getattr(args, "device", "cpu"),
-        voxel_size_m=args.semantic_voxel_size,
+        **kw,
         features=features,
-        feature_stride=args.feature_stride,
-        kf_translation_m=args.kf_translation,
-        kf_rotation_deg=args.kf_rotation_deg,
-        feature_depth=args.feature_depth,
-        fusion=fusion,
+        device=shared.device,
+        fusion=shared.fusion_config(),
         extractor_options={"crop_fractions": tuple(args.crop_scales)} if args.crop_scales else {},
     )
     return SemanticStage(cfg)
