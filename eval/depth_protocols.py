@@ -46,9 +46,9 @@ def prediction_stem(frame: Frame) -> str:
 
 
 def dataset_of(source: Any, frame: Frame | None = None) -> str | None:
-    """Depth-cap key for a source: ``frame.extras["dataset"]``, the source's ``dataset``, or by kind."""
-    if frame is not None and frame.extras.get("dataset") in DEPTH_CAPS:
-        return frame.extras["dataset"]
+    """Depth-cap key for a source: ``frame.origin.dataset``, the source's ``dataset``, or by kind."""
+    if frame is not None and frame.origin.dataset in DEPTH_CAPS:
+        return frame.origin.dataset
     key = getattr(source, "dataset", None)
     if key in DEPTH_CAPS:
         return key

@@ -1,8 +1,8 @@
 """``--features oracle``: perfect 2D semantics, to measure the rest of the pipeline's ceiling.
 
 Synthetic sources only: each frame must carry its true per-pixel instance ids and the
-class label of every instance (``Frame.extras["truth"]``, a
-``sensors.synthetic.SyntheticFrameTruth`` with ``instance_ids`` and ``instance_labels``;
+class label of every instance (``Frame.truth``, a
+``sensors.frame.SyntheticFrameTruth`` with ``instance_ids`` and ``instance_labels``;
 ``synthetic:room?...`` sources and :class:`sensors.synthetic.SyntheticSource` over a
 ``SyntheticScene`` give both). Every feature pixel takes the map encoder's text embedding of
 its instance's class name (``template.format(label)``; the default ``"{}"`` embeds the bare
@@ -50,8 +50,8 @@ class OracleFeatures(DenseExtractor):
         )
 
     def extract_frame(self, frame) -> DenseFeatures:
-        """Features of a synthetic ``Frame`` from its ``extras["truth"]`` (see the module docstring)."""
-        truth = (frame.extras or {}).get("truth")
+        """Features of a synthetic ``Frame`` from its ``truth`` (see the module docstring)."""
+        truth = frame.truth
         ids = getattr(truth, "instance_ids", None)
         labels = getattr(truth, "instance_labels", None)
         if ids is None or labels is None:

@@ -120,31 +120,55 @@ class View:
         return self._depth
 
 
-def write_views(directory: Path, views: list[dict]) -> list[str]:
+@dataclass
+class EncodedView:
+    """A view held in memory before it is written (the write side of :class:`View`).
+
+    Attributes:
+        rgb_jpeg: JPEG bytes of the (h, w, 3) colour image (:func:`encode_view`).
+        depth_png: 16-bit PNG bytes of the (h, w) depth, millimetres (:func:`encode_view`).
+        camera: intrinsics of the stored (downscaled) images.
+        T_world_cam: (4, 4) float64 camera-to-world pose (replaced after a loop closure).
+        frame_index, timestamp: the source frame it came from (``Frame.index``, seconds).
+    """
+
+    rgb_jpeg: bytes
+    depth_png: bytes
+    camera: Camera
+    T_world_cam: np.ndarray
+    frame_index: int
+    timestamp: float
+
+    @property
+    def nbytes(self) -> int:
+        """Encoded size of both images, bytes."""
+        return len(self.rgb_jpeg) + len(self.depth_png)
+
+
+def write_views(directory: Path, views: list[EncodedView]) -> list[str]:
     """Write encoded views into ``directory/views/``; returns the written paths relative to ``directory``.
 
     Args:
         directory: the (temporary) map directory.
-        views: dicts with "rgb_bytes", "depth_bytes", "camera" (Camera), "T_world_cam" (4x4),
-            "frame_index", "timestamp".
+        views: the views, in order (their position becomes ``View.index``).
     """
     out = Path(directory) / VIEWS_DIR
     out.mkdir(parents=True, exist_ok=True)
     entries, names = [], []
     for i, v in enumerate(views):
         rgb_name, depth_name = f"view_{i:04d}.jpg", f"view_{i:04d}.depth.png"
-        (out / rgb_name).write_bytes(v["rgb_bytes"])
-        (out / depth_name).write_bytes(v["depth_bytes"])
+        (out / rgb_name).write_bytes(v.rgb_jpeg)
+        (out / depth_name).write_bytes(v.depth_png)
         names += [f"{VIEWS_DIR}/{rgb_name}", f"{VIEWS_DIR}/{depth_name}"]
         entries.append(
             {
                 "index": i,
-                "frame_index": int(v["frame_index"]),
-                "timestamp": float(v["timestamp"]),
+                "frame_index": int(v.frame_index),
+                "timestamp": float(v.timestamp),
                 "rgb": rgb_name,
                 "depth": depth_name,
-                "camera": v["camera"].to_dict(),
-                "T_world_cam": np.asarray(v["T_world_cam"], dtype=np.float64).tolist(),
+                "camera": v.camera.to_dict(),
+                "T_world_cam": np.asarray(v.T_world_cam, dtype=np.float64).tolist(),
             }
         )
     meta = {"format_version": VIEWS_FORMAT_VERSION, "depth_scale": DEPTH_SCALE, "views": entries}

@@ -317,7 +317,7 @@ def _run_loop(frames: Iterator[Frame], stages: Sequence[Stage], state: _LoopStat
             state.skipped.append(f"{frame.name or frame.index}: no {'depth' if frame.depth is None else 'pose'}")
             continue
         t0 = time.perf_counter()
-        state.tsdf.integrate(frame, weight=frame.extras.get("tsdf_weight", 1.0))
+        state.tsdf.integrate(frame, weight=frame.tsdf_weight)
         timings["integrate"] += time.perf_counter() - t0
         state.camera = state.camera or frame.camera
         state.stamps.append(frame.timestamp)
@@ -325,7 +325,7 @@ def _run_loop(frames: Iterator[Frame], stages: Sequence[Stage], state: _LoopStat
         state.indices.append(int(frame.index))
         if state.store is not None:
             t0 = time.perf_counter()
-            state.store.add(frame, frame.extras.get("tsdf_weight", 1.0))
+            state.store.add(frame, frame.tsdf_weight)
             timings["retain"] += time.perf_counter() - t0
         for st in stages:
             t0 = time.perf_counter()

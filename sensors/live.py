@@ -9,7 +9,7 @@ one frame. With ``fps`` the reader is paced (frame k is released ``k / fps`` sec
 after the first), so a recorded dataset replays at sensor rate.
 
 Dropped frames show up as gaps in ``Frame.index``; each delivered frame also carries
-``frame.extras["frames_dropped_before"]`` (frames dropped since the previous delivered
+``frame.frames_dropped_before`` (frames dropped since the previous delivered
 one), and :attr:`LatestFrameSource.stats` has the totals.
 """
 
@@ -132,7 +132,7 @@ class LatestFrameSource(FrameSource):
                     if self._slot is None:
                         break
                     frame, self._slot = self._slot, None
-                    frame.extras["frames_dropped_before"] = self._pending_drops
+                    frame.frames_dropped_before = self._pending_drops
                     self._pending_drops = 0
                     self.stats.delivered += 1
                 yield frame

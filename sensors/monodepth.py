@@ -13,7 +13,7 @@ Paths in the annotation file are relative to the Metric3D repository (``data/nyu
 they are resolved below this folder by their part after the folder's own name, else by
 the last two components (``rgb/<file>``). Frames have no pose (``T_world_cam = None``);
 each carries its own camera from ``cam_in`` (a source-wide ``camera`` only when all
-agree). ``Frame.name`` is the colour file, ``Frame.extras["dataset"]`` the dataset key of
+agree). ``Frame.name`` is the colour file, ``Frame.origin.dataset`` the dataset key of
 ``eval.depth_metrics.DEPTH_CAPS`` ("nyu" or "kitti", from the folder name or, failing that, the
 depth scale: 256 -> "kitti", else "nyu"). KITTI ground truth is sparse (~20 % valid).
 """
@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 
 from sensors.base import IndexedSource
 from sensors.camera import Camera
-from sensors.frame import Frame
+from sensors.frame import Frame, FrameOrigin
 from sensors.io import SourceError, check_same_size, image_size, read_depth_m, read_json, read_rgb
 
 ANNOTATIONS_FILE = "test_annotations.json"
@@ -110,7 +110,7 @@ class MonoDepthSource(IndexedSource):
             index=i,
             depth_source="sensor",
             name=str(rgb_path),
-            extras={"dataset": self.dataset},
+            origin=FrameOrigin(dataset=self.dataset),
         )
 
     @classmethod

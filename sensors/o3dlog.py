@@ -24,7 +24,7 @@ import numpy as np
 
 from sensors.base import IndexedSource
 from sensors.camera import Camera
-from sensors.frame import Frame, check_pose
+from sensors.frame import Frame, FrameOrigin, check_pose
 from sensors.io import SourceError, natural_key, read_json, read_rgbd
 from sensors.trajectory_io import read_o3d_log
 
@@ -172,5 +172,5 @@ class O3DLogSource(IndexedSource):
             timestamp=float(i),
             index=i,
             name=str(cpath),
-            extras={"depth_path": str(dpath)},
+            origin=FrameOrigin(depth_path=str(dpath)),
         )

@@ -32,7 +32,7 @@ import numpy as np
 
 from sensors.base import FrameSource
 from sensors.camera import Camera
-from sensors.frame import Frame
+from sensors.frame import Frame, FrameOrigin
 from sensors.io import SourceError, require_file
 
 log = logging.getLogger(__name__)
@@ -401,5 +401,5 @@ class RealSenseSource(FrameSource):
             index=index,
             depth_source="sensor",
             name=f"{self.name}#{color.get_frame_number()}",
-            extras={"depth_frame_number": int(depth.get_frame_number()), "color_frame_number": int(color.get_frame_number())},
+            origin=FrameOrigin(frame_number=int(depth.get_frame_number()), color_frame_number=int(color.get_frame_number())),
         )

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from sensors.base import IndexedSource
 from sensors.camera import Camera
-from sensors.frame import Frame, check_pose
+from sensors.frame import Frame, FrameOrigin, check_pose
 from sensors.io import SourceError, check_same_size, read_depth_m, read_json, read_rgb
 from sensors.trajectory_io import read_matrix_lines
 
@@ -79,7 +79,7 @@ class ReplicaSource(IndexedSource):
     """Rendered Replica RGB-D frames with ground-truth poses (NICE-SLAM layout).
 
     ``Frame.name`` is the colour file, ``index`` the position in the source,
-    ``timestamp`` the frame number, ``extras["frame_number"]`` the number in the file names.
+    ``timestamp`` the frame number, ``origin.frame_number`` the number in the file names.
     """
 
     kind = "replica"
@@ -170,7 +170,7 @@ class ReplicaSource(IndexedSource):
             index=i,
             depth_source="sensor",
             name=str(color_path),
-            extras={"frame_number": n},
+            origin=FrameOrigin(frame_number=n),
         )
 
     @classmethod

@@ -26,7 +26,7 @@ import numpy as np
 
 from sensors.base import IndexedSource
 from sensors.camera import Camera
-from sensors.frame import Frame, check_pose
+from sensors.frame import Frame, FrameOrigin, check_pose
 from sensors.io import SourceError, read_depth_m, read_depth_raw, read_matrix, read_rgb
 
 SCANNET_DEPTH_SCALE = 1000.0
@@ -207,7 +207,7 @@ class ScanNetSource(IndexedSource):
             timestamp=float(n),
             index=i,
             name=str(cpath),
-            extras={"frame_id": n, "depth_path": str(dpath)},
+            origin=FrameOrigin(frame_number=n, depth_path=str(dpath)),
         )
 
     def _register(self, depth_m: np.ndarray) -> np.ndarray:

@@ -31,7 +31,7 @@ import numpy as np
 
 from sensors.base import IndexedSource
 from sensors.camera import Camera
-from sensors.frame import Frame
+from sensors.frame import Frame, FrameOrigin
 from sensors.io import SourceError, check_same_size, read_depth_m, read_matrix, read_pose, read_rgb
 from sensors.registration import register_depth_to_color
 
@@ -286,7 +286,7 @@ class SevenScenesSource(IndexedSource):
             index=i,
             depth_source="sensor",
             name=str(color_path),
-            extras={"sequence": seq.name, "frame_number": n},
+            origin=FrameOrigin(sequence=seq.name, frame_number=n),
         )
 
     # -- detection ------------------------------------------------------------------

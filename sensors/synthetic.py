@@ -28,7 +28,7 @@ import numpy as np
 
 from sensors.base import IndexedSource
 from sensors.camera import Camera
-from sensors.frame import Frame, check_pose
+from sensors.frame import Frame, SyntheticFrameTruth, check_pose  # noqa: F401 (SyntheticFrameTruth re-exported)
 from sensors.io import SourceError, require_file
 from sensors.scenes import SyntheticScene, make_room, orbit_trajectory
 from sensors.trajectory_io import Trajectory, read_trajectory
@@ -613,27 +613,6 @@ def as_noise_model(noise: str | DepthNoiseModel | None, seed: int | None = None)
 
 
 # --------------------------------------------------------------------------- source
-@dataclass
-class SyntheticFrameTruth:
-    """Ground truth kept in ``Frame.extras["truth"]`` of synthetic frames.
-
-    Attributes:
-        T_world_cam: (4, 4) the pose the frame was rendered from (the reported
-            ``Frame.T_world_cam`` differs when pose noise is on).
-        depth_m: (H, W) float32 clean rendered depth, metres (0 = no hit).
-        instance_ids: (H, W) int64 instance per pixel (-1 = none), or None.
-        primitive_ids: (H, W) int64 triangle per pixel (-1 = none).
-        instance_labels: class label of each instance id (``instance_labels[instance_ids]``
-            is the class of a pixel), or None when the mesh has no labelled instances.
-    """
-
-    T_world_cam: np.ndarray
-    depth_m: np.ndarray
-    instance_ids: np.ndarray | None
-    primitive_ids: np.ndarray
-    instance_labels: tuple[str, ...] | None = None
-
-
 class SyntheticSource(IndexedSource):
     """Frames rendered lazily from a mesh along a trajectory (``depth_source="rendered"``).
 
@@ -645,7 +624,7 @@ class SyntheticSource(IndexedSource):
         camera: intrinsics of the rendered frames (default :data:`DEFAULT_CAMERA`).
         noise: a preset name ("none", "kinect", "heavy"), a :class:`DepthNoiseModel`, or None.
         noise_seed: overrides the noise model's seed.
-        keep_truth: store a :class:`SyntheticFrameTruth` in ``Frame.extras["truth"]``.
+        keep_truth: store a :class:`SyntheticFrameTruth` in ``Frame.truth``.
         name: used in frame names and messages.
     """
 
@@ -761,9 +740,9 @@ class SyntheticSource(IndexedSource):
                 shadow = self.renderer.projector_shadow(view, self.camera, T_true, self.noise.baseline_m)
             depth = self.noise.apply(depth, self.camera, self.noise.rng(i, 0), view.cos_incidence, shadow)
         T_reported = self.noise.perturb_pose(T_true, self.noise.rng(i, 1))
-        extras: dict[str, Any] = {}
+        truth = None
         if self.keep_truth:
-            extras["truth"] = SyntheticFrameTruth(
+            truth = SyntheticFrameTruth(
                 T_world_cam=np.array(T_true, dtype=np.float64),
                 depth_m=view.depth_m,
                 instance_ids=view.instance_ids,
@@ -779,7 +758,7 @@ class SyntheticSource(IndexedSource):
             index=i,
             depth_source="rendered",
             name=f"{self.name}#{i}",
-            extras=extras,
+            truth=truth,
         )
 
 

@@ -26,7 +26,7 @@ from scipy.spatial.transform import Rotation, Slerp
 
 from sensors.base import IndexedSource
 from sensors.camera import Camera
-from sensors.frame import Frame
+from sensors.frame import Frame, FrameOrigin
 from sensors.io import SourceError, read_json, image_size, read_rgbd
 from sensors.trajectory_io import Trajectory, read_tum
 
@@ -340,5 +340,5 @@ class TUMSource(IndexedSource):
             timestamp=e.rgb_time,
             index=i,
             name=str(e.rgb_path),
-            extras={"depth_path": str(e.depth_path) if e.depth_path else None, "depth_time": e.depth_time},
+            origin=FrameOrigin(depth_path=str(e.depth_path) if e.depth_path else None, depth_time=e.depth_time),
         )

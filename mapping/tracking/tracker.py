@@ -392,7 +392,10 @@ class Tracker:
             rgb = np.rint(255.0 * image.color).astype(np.uint8)
         else:
             rgb = np.zeros(image.depth_m.shape + (3,), np.uint8)
-        return frame.with_(rgb=rgb, depth=image.depth_m, camera=image.camera, T_world_cam=T_world_cam)
+        # per-pixel weights are at full resolution; the own model integrates at weight 1
+        return frame.with_(
+            rgb=rgb, depth=image.depth_m, camera=image.camera, T_world_cam=T_world_cam, tsdf_weight=1.0, dropped_depth_m=None
+        )
 
     def _untracked(self, frame: Frame, seq: int, status: str, reason: str, t0: float) -> TrackResult:
         result = TrackResult(

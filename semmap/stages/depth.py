@@ -5,7 +5,7 @@ later stages and the TSDF see the filled depth. Per frame, in this order:
 
 1. ``--drop-depth-every N`` (evaluation switch): frames N-1, 2N-1, ... (counted over the
    frames this stage sees, so frame 0 keeps its depth) lose their depth, which is kept in
-   ``frame.extras["dropped_depth_m"]`` to score the fill (``metadata()["dropped_depth"]``).
+   ``frame.dropped_depth_m`` to score the fill (``metadata()["dropped_depth"]``).
 2. A frame **without depth** is filled as ``--fill-missing`` says:
 
    - ``map``: the map rendered at the frame's pose (:func:`mapping.depth.map_prior_depth`),
@@ -25,7 +25,7 @@ later stages and the TSDF see the filled depth. Per frame, in this order:
    model's prediction aligned to the sensor depth, then guided fill; measured pixels kept
    bit-exactly): ``depth_source = "completed"``.
 
-Weights (``frame.extras["tsdf_weight"]``, which the pipeline passes to ``TSDFMap.integrate``):
+Weights (``frame.tsdf_weight``, which the pipeline passes to ``TSDFMap.integrate``):
 sensor pixels 1; model-predicted depth ``--estimated-depth-weight`` (default 0.3); pixels
 rendered from the map ``--map-pixel-weight`` and pixels filled by colour-guided
 interpolation ``--interpolated-depth-weight`` (both default 0: not integrated, but kept in
@@ -73,7 +73,7 @@ from mapping.depth.completion import (
 from mapping.tsdf import TSDFMap
 from semmap.config_args import add_dataclass_arguments, config_kwargs
 from semmap.pipeline import SkipFrame, Stage
-from sensors.frame import Frame
+from sensors.frame import DepthFillShares, Frame
 
 ORDER = 10
 
@@ -178,7 +178,7 @@ class DepthStage(Stage):
         k = self.stats.frames
         self.stats.frames += 1
         if cfg.drop_depth_every and (k + 1) % cfg.drop_depth_every == 0 and frame.depth is not None:
-            frame = frame.with_(depth=None, extras={**frame.extras, "dropped_depth_m": frame.depth})
+            frame = frame.with_(depth=None, dropped_depth_m=frame.depth)
             self.stats.dropped += 1
         if frame.depth is None:
             if cfg.fill_missing == "none":
@@ -188,7 +188,7 @@ class DepthStage(Stage):
         elif cfg.complete_depth:
             frame = self._complete(frame, tsdf)
         self.stats.by_source[frame.depth_source] = self.stats.by_source.get(frame.depth_source, 0) + 1
-        if "dropped_depth_m" in frame.extras and frame.depth is not None:
+        if frame.dropped_depth_m is not None and frame.depth is not None:
             self._score_dropped(frame)
         return frame
 
@@ -224,8 +224,7 @@ class DepthStage(Stage):
         if not (depth > 0).any():
             self._skip(f"{self.model.name} predicted no valid depth")
         self.stats.filled_pixel_fraction.append(float((depth > 0).mean()))
-        extras = {**frame.extras, "tsdf_weight": cfg.estimated_weight}
-        return frame.with_(depth=depth, depth_source=f"mono:{self.model.name}", extras=extras)
+        return frame.with_(depth=depth, depth_source=f"mono:{self.model.name}", tsdf_weight=cfg.estimated_weight)
 
     def _complete(self, frame: Frame, tsdf: TSDFMap) -> Frame:
         known = np.isfinite(frame.depth) & (frame.depth > 0)
@@ -262,14 +261,15 @@ class DepthStage(Stage):
         weight[res.source == SOURCE_PREDICTION] = cfg.estimated_weight
         weight[res.source == SOURCE_GUIDED] = cfg.interpolated_weight
         self.stats.filled_pixel_fraction.append(float(((res.depth_m > 0) & (res.source != SOURCE_KNOWN)).mean()))
-        extras = {**frame.extras, "tsdf_weight": weight, "depth_fill": _fill_summary(res.source)}
-        return frame.with_(depth=res.depth_m, depth_source=source, extras=extras)
+        return frame.with_(
+            depth=res.depth_m, depth_source=source, tsdf_weight=weight, depth_fill=_fill_summary(res.source)
+        )
 
     def _score_dropped(self, frame: Frame) -> None:
         """Filled depth vs the removed sensor depth: errors on the filled pixels, coverage of the rest."""
         from eval.depth import depth_metrics
 
-        gt = frame.extras["dropped_depth_m"]
+        gt = frame.dropped_depth_m
         valid = np.isfinite(gt) & (gt > 0.1) & (gt < 10.0)
         filled = valid & (frame.depth > 0)
         if not filled.any():
@@ -304,13 +304,13 @@ class DepthStage(Stage):
         return out
 
 
-def _fill_summary(codes: np.ndarray) -> dict[str, float]:
-    """Share of pixels filled from each source (map, prediction, guided)."""
-    return {
-        "map": float((codes == SOURCE_MAP).mean()),
-        "prediction": float((codes == SOURCE_PREDICTION).mean()),
-        "guided": float((codes == SOURCE_GUIDED).mean()),
-    }
+def _fill_summary(codes: np.ndarray) -> DepthFillShares:
+    """Share of pixels filled from each source (map, prediction, guided); ``codes`` (H, W) ``SOURCE_*``."""
+    return DepthFillShares(
+        map=float((codes == SOURCE_MAP).mean()),
+        prediction=float((codes == SOURCE_PREDICTION).mean()),
+        guided=float((codes == SOURCE_GUIDED).mean()),
+    )
 
 
 # ---------------------------------------------------------------------- CLI

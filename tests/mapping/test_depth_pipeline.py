@@ -97,8 +97,8 @@ def test_depthclip_depth_is_within_its_bins(tiny_clip_dir, redkitchen):
     stage.before_integrate(frame, _EmptyMap())  # frame 0 keeps its depth: no map needed
     out = stage.before_integrate(frame.with_(index=1), _EmptyMap())
     assert out.depth_source == f"mono:depthclip:clip:{tiny_clip_dir}"
-    assert out.extras["tsdf_weight"] == 0.3
-    np.testing.assert_array_equal(out.extras["dropped_depth_m"], frame.depth)
+    assert out.tsdf_weight == 0.3
+    np.testing.assert_array_equal(out.dropped_depth_m, frame.depth)
     valid = out.depth > 0
     assert valid.all() and out.depth.min() >= 1.0 - 1e-5 and out.depth.max() <= 3.0 + 1e-5
     assert out.depth.std() > 0
@@ -203,13 +203,13 @@ def test_complete_depth_fills_holes_and_weights_only_filled_pixels(redkitchen):
     near = holes & (distance_transform_edt(holes) <= 10)
     assert not (filled & ~near).any()  # nothing beyond max_fill_px
     assert filled.sum() > 0.9 * near.sum()
-    w = out.extras["tsdf_weight"]
+    w = out.tsdf_weight
     assert w.shape == frame.depth.shape
     assert np.all(w[known] == 1.0) and np.all(w[filled] == 0.25) and np.all(w[holes & ~filled] == 0)
-    assert out.extras["depth_fill"]["guided"] == pytest.approx(filled.mean())
+    assert out.depth_fill.guided == pytest.approx(filled.mean())
     unbounded = DepthStage(DepthStageConfig(complete_depth=True, max_fill_px=None)).before_integrate(frame, _EmptyMap())
     assert (unbounded.depth > 0).mean() > 0.99
-    w = unbounded.extras["tsdf_weight"]  # default: interpolated depth is kept for later stages, not integrated
+    w = unbounded.tsdf_weight  # default: interpolated depth is kept for later stages, not integrated
     assert np.all(w[known] == 1.0) and np.all(w[holes] == 0.0)
 
 

@@ -37,7 +37,7 @@ def test_every_pixel_gets_its_class_name_embedding(frame):
     ex = make_extractor("oracle", enc, stride=4)
     dense = ex.extract_frame(frame)
     assert dense.shape == (24, 32) and dense.frame_shape == (96, 128)
-    truth = frame.extras["truth"]
+    truth = frame.truth
     # the frame pixel nearest each feature pixel's centre (j + 0.5) * 4 - 0.5 (numpy rounds halves to even)
     rows, cols = np.rint(np.arange(24) * 4 + 1.5).astype(int), np.rint(np.arange(32) * 4 + 1.5).astype(int)
     ids = truth.instance_ids[rows][:, cols]
@@ -59,7 +59,7 @@ def test_template_and_frames_without_truth(frame):
         ex(frame.rgb, frame.depth)
     from dataclasses import replace
 
-    bare = replace(frame, extras={})
+    bare = replace(frame, truth=None)
     with pytest.raises(ValueError, match="carries no true instance ids"):
         ex.extract_frame(bare)
     with pytest.raises(ValueError, match="template"):

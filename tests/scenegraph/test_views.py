@@ -48,7 +48,7 @@ def test_stage_selects_by_pose_change_and_round_trips(tmp_path):
     frames = [frame(i, e) for i, e in enumerate(eyes)]
     for f in frames:
         stage.after_integrate(f, None)
-    assert [v["frame_index"] for v in stage.views] == [0, 3, 5]
+    assert [v.frame_index for v in stage.views] == [0, 3, 5]
     names = stage.save_into(tmp_path)
     assert f"{VIEWS_DIR}/{VIEWS_FILE}" in names and len(names) == 1 + 2 * 3
     views = load_views(tmp_path)
@@ -67,7 +67,7 @@ def test_stage_thins_when_full():
     for i in range(9):
         stage.after_integrate(frame(i, [0.2 * i, 0, 0], 32, 24), None)
     assert len(stage.views) <= 4 and stage.thinned >= 1
-    idx = [v["frame_index"] for v in stage.views]
+    idx = [v.frame_index for v in stage.views]
     assert idx == sorted(idx) and idx[0] == 0
 
 

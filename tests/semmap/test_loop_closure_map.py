@@ -84,7 +84,7 @@ class Recorder(Stage):
         self.frames: list[tuple[Frame, object]] = []
 
     def after_integrate(self, frame: Frame, tsdf: TSDFMap) -> None:
-        self.frames.append((frame, frame.extras.get("tsdf_weight", 1.0)))
+        self.frames.append((frame, frame.tsdf_weight))
 
 
 class OracleMono(DepthEstimator):
@@ -154,7 +154,7 @@ def test_closure_restores_geometry_features_and_views(room, tmp_path):
     semantic, views = stages[1], stages[2]
     assert semantic.refused == 1
     for v in views.views:  # views sit at the corrected (true) poses
-        np.testing.assert_allclose(v["T_world_cam"], source[v["frame_index"]].T_world_cam, atol=1e-9)
+        np.testing.assert_allclose(v.T_world_cam, source[v.frame_index].T_world_cam, atol=1e-9)
     # features follow the poses: the re-fused grid covers the voxels of the given-pose grid
     # (keyframes were chosen on the drifted poses, so a few differ), the drifted grid does not
     grids = {k: next(st.grid for st in stages_k if isinstance(st, SemanticStage)) for k, (_, stages_k) in runs.items()}
@@ -248,7 +248,7 @@ def test_tracker_loop_closure_reintegrates_the_strided_frames_of_a_live_source()
     tracked = tracking.tracker.poses_by_index()
     np.testing.assert_allclose(result.trajectory.T_world_cam, np.stack([tracked[i] for i in integrated]))
     for v in views.views:
-        np.testing.assert_allclose(v["T_world_cam"], tracked[v["frame_index"]])
+        np.testing.assert_allclose(v.T_world_cam, tracked[v.frame_index])
 
 
 def test_frame_store_round_trip_and_memory_bound():

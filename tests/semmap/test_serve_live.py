@@ -48,7 +48,7 @@ def test_latest_frame_drops_and_counts_when_the_consumer_is_slow():
     src = LatestFrameSource(CountingSource(60), fps=200.0)
     got = []
     for f in src.frames():
-        got.append((f.index, f.extras["frames_dropped_before"]))
+        got.append((f.index, f.frames_dropped_before))
         time.sleep(0.02)  # a mapper 4x slower than the sensor
     src.close()
     idx = [i for i, _ in got]

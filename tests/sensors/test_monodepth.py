@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import sensors
+from sensors.frame import FrameOrigin
 from sensors.io import SourceError
 from sensors.monodepth import MonoDepthSource
 from tests.sensors.conftest import SOURCES, dataset
@@ -44,7 +45,7 @@ def test_loads_metric_depth_with_per_image_camera(mono_root: Path, folder: str) 
     for i, item in enumerate(ann):
         f = src[i]
         rgb_path = root / "rgb" / Path(item["rgb"]).name  # repository-relative path resolved in the folder
-        assert f.name == str(rgb_path) and f.T_world_cam is None and f.extras == {"dataset": key}
+        assert f.name == str(rgb_path) and f.T_world_cam is None and f.origin == FrameOrigin(dataset=key)
         raw = np.asarray(Image.open(root / "depth" / Path(item["depth"]).name)).astype(np.float64)
         assert f.depth.dtype == np.float32 and f.depth.shape == f.rgb.shape[:2] == raw.shape
         np.testing.assert_allclose(f.depth, raw / scale, rtol=1e-6)

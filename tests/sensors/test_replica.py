@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 
 import sensors
 from sensors.camera import Camera
+from sensors.frame import FrameOrigin
 from sensors.io import SourceError
 from sensors.replica import ReplicaSource
 from tests.sensors.conftest import SOURCES, dataset
@@ -56,7 +57,7 @@ def test_loads_office0(office0: ReplicaSource, office_root: Path) -> None:
     f = office0[2]
     assert f.rgb.shape == (680, 1200, 3) and f.rgb.dtype == np.uint8
     assert f.depth.shape == (680, 1200) and f.depth.dtype == np.float32
-    assert f.index == 2 and f.timestamp == 2.0 and f.extras == {"frame_number": 2}
+    assert f.index == 2 and f.timestamp == 2.0 and f.origin == FrameOrigin(frame_number=2)
     assert f.name == str(office_root / "office0" / "results" / "frame000002.jpg")
     T_line2 = np.array(
         (office_root / "office0" / "traj.txt").read_text().splitlines()[2].split(), dtype=np.float64

@@ -80,7 +80,7 @@ def test_invalid_pose_frame_skipped_with_warning(scene):
     with pytest.warns(UserWarning, match=r"skipping 1 frame\(s\) with an invalid \(-inf\) pose: 10$"):
         src = ScanNetSource(path)
     assert src.frame_ids == [0, 5, 20, 100] and src.skipped_ids == [BAD_POSE_ID]
-    assert len(src) == 4 and all(f.extras["frame_id"] != BAD_POSE_ID for f in src)
+    assert len(src) == 4 and all(f.origin.frame_number != BAD_POSE_ID for f in src)
 
 
 def test_color_to_depth(scene):

@@ -15,6 +15,7 @@ from scipy.spatial import cKDTree
 
 import sensors
 from sensors.camera import Camera
+from sensors.frame import FrameOrigin
 from sensors.io import SourceError, read_depth_m, read_rgb
 from sensors.registration import register_depth_to_color
 from sensors.sevenscenes import (
@@ -140,7 +141,7 @@ def test_loads_redkitchen_frames(kitchen: Path) -> None:
     assert f.camera == src.camera
     assert f.index == 30 and f.timestamp == pytest.approx(1.0)
     assert f.name == str(kitchen / "frame-000030.color.jpg")
-    assert f.extras == {"sequence": kitchen.name, "frame_number": 30}
+    assert f.origin == FrameOrigin(sequence=kitchen.name, frame_number=30)
     np.testing.assert_allclose(f.T_world_cam, np.loadtxt(kitchen / "frame-000030.pose.txt"))
     valid = f.depth[f.depth > 0]
     assert 0.5 < float(np.median(valid)) < 4.0 and valid.max() < 10.0  # a kitchen, in metres
@@ -249,7 +250,7 @@ def test_loads_3dmatch_from_scene_and_sequence_folder(match3d: Path) -> None:
         assert len(src) == 5
         assert src.camera == Camera(570.342205, 570.342205, 320.0, 240.0, 640, 480)
         assert src.camera is src.depth_camera  # colour already registered
-        numbers = [src.load(i).extras["frame_number"] for i in range(len(src))]
+        numbers = [src.load(i).origin.frame_number for i in range(len(src))]
         assert numbers == [0, 1, 2, 116, 422]
     f = ThreeDMatchSource(match3d)[3]
     assert f.name == str(match3d / "seq-01" / "frame-000116.color.png")
@@ -320,7 +321,7 @@ def test_seq_subfolders_are_concatenated(kitchen_any: Path, tmp_path: Path) -> N
     src = SevenScenesSource(scene)
     assert len(src) == 3 and src.depth_camera == KINECT
     frames = list(src)
-    assert [f.extras["sequence"] for f in frames] == ["seq-01", "seq-01", "seq-02"]
+    assert [f.origin.sequence for f in frames] == ["seq-01", "seq-01", "seq-02"]
     assert [f.timestamp for f in frames] == pytest.approx([0.0, 1 / 30, 5 / 30])
     assert [f.index for f in frames] == [0, 1, 2]
     with pytest.raises(SourceError, match="missing intrinsics"):

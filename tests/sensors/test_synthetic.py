@@ -285,7 +285,7 @@ def test_kinect_noise_on_a_rendered_room_changes_depth_only_near_edges():
     T = orbit_trajectory(scene, 8).T_world_cam[1]
     src = SyntheticSource(scene, Trajectory([0.0], T[None]), camera=cam, noise="kinect")
     f = src[0]
-    clean = f.extras["truth"].depth_m
+    clean = f.truth.depth_m
     noisy = f.depth
     both = (clean > 0) & (noisy > 0)
     model = src.noise
@@ -353,7 +353,7 @@ def test_pose_noise_changes_only_the_reported_pose():
     clean = SyntheticSource(noisy.renderer, traj, camera=cam)
     f, g = noisy[1], clean[1]
     np.testing.assert_array_equal(f.depth, g.depth)
-    np.testing.assert_array_equal(f.extras["truth"].T_world_cam, traj.T_world_cam[1])
+    np.testing.assert_array_equal(f.truth.T_world_cam, traj.T_world_cam[1])
     np.testing.assert_array_equal(g.T_world_cam, traj.T_world_cam[1])
     assert 1e-4 < np.abs(f.T_world_cam - traj.T_world_cam[1]).max() < 0.1
 
@@ -382,7 +382,7 @@ def test_source_from_spec_string_on_replica_mesh(tmp_path):
     assert f.depth_source == "rendered" and f.index == 4 and f.rgb.shape == (68, 120, 3)
     np.testing.assert_allclose(f.T_world_cam, traj.T_world_cam[4])
     assert 0.5 < (f.depth > 0).mean() <= 1.0
-    assert f.extras["truth"].instance_ids is None
+    assert f.truth.instance_ids is None
     assert len(list(src.frames(stride=2))) == 3
 
 
@@ -391,7 +391,7 @@ def test_source_procedural_room_spec():
     assert len(src) == 4 and src.camera.shape == (60, 80)
     f = src[0]
     assert f.timestamp == 0.0 and src[1].timestamp == pytest.approx(1 / 30)
-    truth = f.extras["truth"]
+    truth = f.truth
     assert truth.instance_ids.shape == (60, 80) and (truth.instance_ids >= 0).all()
     np.testing.assert_array_equal(f.depth, truth.depth_m)  # noise "none" by default
 

@@ -77,7 +77,7 @@ def test_frames_carry_instance_labels(scene):
     from sensors import Camera
 
     src = SyntheticSource(scene, orbit_trajectory(scene, 4), camera=Camera(40, 40, 31.5, 23.5, 64, 48))
-    truth = src.load(0).extras["truth"]
+    truth = src.load(0).truth
     assert truth.instance_labels == tuple(i.label for i in scene.instances)
     ids = truth.instance_ids[truth.instance_ids >= 0]
     assert len(ids) and max(ids) < len(truth.instance_labels)
