@@ -61,14 +61,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from semmap.config_args import coerce_option as _coerce
+from semmap.config_args import unknown_key_error as _unknown_key
+
 SCENE_KEYS = ("name", "source", "gt_mesh", "gt_trajectory", "annotations")
 """Scene keys besides the option groups; ``name`` and ``source`` are required."""
 STATUSES = ("ok", "failed", "skipped")
 RECORD_FILE = "batch_scene.json"
 LOG_DIR = "logs"
-MAP_EXCLUDED = ("source", "out", "no_progress")
+MAP_EXCLUDED = ("source", "out", "no_progress", "config", "dump_config")
 """``semmap map`` arguments a manifest does not set: the scene gives the source, the batch
-the output folder, and tasks show no progress bar (``progress`` is False in map.json)."""
+the output folder, and tasks show no progress bar (``progress`` is False in map.json); the
+manifest is itself the config file."""
 GROUP_EXCLUDED = {
     "graph": ("map", "out"),
     "recon": ("recon", "gt", "out"),
@@ -147,43 +151,6 @@ def option_groups() -> OptionGroups:
     keys.update({d: d for d in settable if d not in taken})
     groups = {g: _optionals(_command_parser(cmd), GROUP_EXCLUDED[g]) for g, cmd in GROUP_COMMANDS.items()}
     return OptionGroups(map_actions, keys, groups)
-
-
-def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
-    """A manifest value as the argument's parser would give it (type, nargs, choices)."""
-    if action.nargs == 0:  # store_true / store_false / store_const
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: expected true or false, got {value!r}")
-        return action.const if value else action.default
-    if value is None:
-        return None
-    convert = action.type if callable(action.type) else (lambda v: v)
-
-    def one(v: Any) -> Any:
-        if isinstance(v, (dict, list)):
-            raise ValueError(f"{where}: expected a single value, got {v!r}")
-        try:
-            out = convert(v) if action.type is not None else v
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{where}: {v!r} is not a valid {getattr(action.type, '__name__', 'value')} ({e})") from None
-        if action.choices is not None and out not in action.choices:
-            raise ValueError(f"{where}: {out!r} is not one of {sorted(action.choices)}")
-        return out
-
-    if action.nargs in ("+", "*") or isinstance(action.nargs, int):
-        items = value if isinstance(value, list) else [value]
-        if action.nargs == "+" and not items:
-            raise ValueError(f"{where}: needs at least one value")
-        return [one(v) for v in items]
-    return one(value)
-
-
-def _unknown_key(key: str, known: list[str], where: str) -> ValueError:
-    import difflib
-
-    close = difflib.get_close_matches(key, known, n=3)
-    hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(sorted(known))}"
-    return ValueError(f"{where}: unknown key {key!r}{hint}")
 
 
 # ---------------------------------------------------------------------- the manifest

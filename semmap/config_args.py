@@ -14,10 +14,13 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import sys
 import textwrap
 import types
 import typing
+from collections.abc import Callable, Sequence
 from functools import lru_cache
+from pathlib import Path, PurePath
 from typing import Any
 
 _NO_DEFAULT = object()
@@ -171,3 +174,79 @@ def unknown_key_error(key: str, known: list[str], where: str) -> ValueError:
     close = difflib.get_close_matches(key, known, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else f"; known keys: {', '.join(sorted(known))}"
     return ValueError(f"{where}: unknown key {key!r}{hint}")
+
+
+def load_config_file(path: Path, parser: argparse.ArgumentParser, keys: dict[str, str]) -> dict[str, Any]:
+    """dest -> value of the options a YAML (or JSON) file sets; ``keys``: file key -> ``parser`` dest.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: not YAML, not a mapping, an unknown key or a bad value (named with the file).
+    """
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: must be a mapping of option names to values, got {type(doc).__name__}")
+    actions = {a.dest: a for a in parser._actions}
+    out = {}
+    for key, value in doc.items():
+        if key not in keys:
+            raise unknown_key_error(str(key), list(keys), str(path))
+        dest = keys[key]
+        out[dest] = coerce_option(actions[dest], value, f"{path}: {key}")
+    return out
+
+
+def effective_config(args: argparse.Namespace, keys: dict[str, str]) -> dict[str, Any]:
+    """File key -> parsed value of every option in ``keys`` (file key -> dest), as plain YAML types
+    (paths as strings): what :func:`load_config_file` reads back to the same options."""
+    out = {}
+    for key, dest in keys.items():
+        value = getattr(args, dest)
+        out[key] = str(value) if isinstance(value, PurePath) else value
+    return out
+
+
+class _ConfigFileParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose ``--config FILE`` sets option defaults before the command line is
+    parsed, so that flags given on the command line override the file (see :func:`accept_config_file`)."""
+
+    config_keys: Callable[[], dict[str, str]]
+
+    def parse_known_args(self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None):  # type: ignore[override]
+        args = list(sys.argv[1:] if args is None else args)
+        pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        pre.add_argument("--config", type=Path, default=None)
+        known, _ = pre.parse_known_args(args)
+        if known.config is not None:
+            try:
+                self.set_defaults(**load_config_file(known.config, self, self.config_keys()))
+            except (OSError, ValueError) as e:
+                self.error(str(e))
+        return super().parse_known_args(args, namespace)
+
+
+def accept_config_file(parser: argparse.ArgumentParser, keys: Callable[[], dict[str, str]]) -> None:
+    """Give ``parser`` a ``--config FILE.yaml`` option: the file's keys (``keys()``: file key -> dest)
+    set the options, and flags on the command line override them. A file that does not exist, is
+    not a mapping, or has an unknown key or a bad value ends the parse with an argparse error
+    naming the file and the key."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        metavar="FILE.yaml",
+        help="read options from a YAML file whose keys are the config field names (as in a `semmap batch` "
+        "manifest: voxel_size_m, depth_max_m, encoder, ...); flags on the command line override it",
+    )
+    parser.__class__ = _ConfigFileParser  # the subparser action calls parser.parse_known_args(arg_strings)
+    parser.config_keys = keys  # type: ignore[attr-defined]

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from semmap.config_args import add_dataclass_arguments, config_kwargs
+from semmap.config_args import accept_config_file, add_dataclass_arguments, config_kwargs, effective_config
 from semmap.stages import add_stage_arguments, build_stages
 
 if TYPE_CHECKING:
@@ -45,7 +45,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("source", help="dataset folder, 'name:/path' (e.g. 7scenes:/data/kitchen), or 'realsense'")
     p.add_argument("--out", required=True, type=Path, help="map directory to write (replaced atomically)")
     add_map_arguments(p)
+    accept_config_file(p, config_keys)
+    p.add_argument(
+        "--dump-config", action="store_true", help="print the effective options as YAML (for --config) and exit without mapping"
+    )
     p.set_defaults(func=cmd_map)
+
+
+def config_keys() -> dict[str, str]:
+    """``--config`` file key -> ``semmap map`` dest: the keys of a ``semmap batch`` manifest
+    (``semmap.batch.option_groups``: MapConfig fields by name, stage options by their dest)."""
+    from semmap.batch import option_groups
+
+    return option_groups().map_keys
 
 
 def add_map_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,6 +81,11 @@ def cmd_map(args: argparse.Namespace) -> int:
     from semmap.pipeline import build_map, save_map
     from sensors import open_source
 
+    if args.dump_config:
+        import yaml
+
+        print(yaml.safe_dump(effective_config(args, config_keys()), sort_keys=False), end="")
+        return 0
     cfg = map_config(args)
     stages = build_stages(args)
     with open_source(args.source) as source:
