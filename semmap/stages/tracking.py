@@ -23,12 +23,15 @@ import numpy as np
 from mapping.tracking import Tracker, TrackerConfig, TrackingLost
 from mapping.tracking.config import ODOMETRY_METHODS
 from mapping.tsdf import TSDFMap
+from semmap.config_args import add_dataclass_arguments, config_kwargs
 from semmap.pipeline import MapResult, SkipFrame, Stage, StopMapping
 from sensors.base import FrameSource
 from sensors.frame import Frame
 
 ORDER = 30
 POSE_MODES = ("auto", "estimate", "given")
+TRACKING_FLAGS = {"method": "--odometry", "model_render": "--model-render"}
+"""``TrackerConfig`` field -> its ``semmap map`` option (depth range and device come from ``MapConfig``)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,22 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--poses", choices=POSE_MODES, default="auto",
                    help="auto: track frames that have no pose; estimate: track every frame (ignore given poses); "
                         "given: never track")
-    g.add_argument("--odometry", choices=list(ODOMETRY_METHODS), default=TrackerConfig.method,
-                   help="tracking loss: fused (depth-only pose, with depth + intensity along the directions depth "
-                        "leaves loose; default), hybrid (depth + intensity) or point_to_plane (depth only)")
-    g.add_argument("--model-render", choices=["raycast", "mesh"], default=TrackerConfig.model_render,
-                   help="how the tracking model is rendered: mesh (default: marching-cubes mesh of the blocks near "
-                        "the view, unbiased) or raycast (Open3D ray cast; depth quantised to the voxel)")
+    add_dataclass_arguments(g, TrackerConfig, TRACKING_FLAGS, method={"choices": list(ODOMETRY_METHODS)},
+                            model_render={"choices": ["raycast", "mesh"]})
     g.add_argument("--no-loop-closure", action="store_true", help="skip loop closure after the last frame")
 
 
 def from_args(args: argparse.Namespace) -> Stage | None:
     if args.poses == "given":
         return None
-    from semmap.pipeline import o3d_device
+    from semmap.commands.map import map_config
 
-    cfg = TrackerConfig(method=args.odometry, depth_max_m=args.depth_max, depth_min_m=args.depth_min,
-                        model_render=args.model_render, device=o3d_device(getattr(args, "device", "cpu")))
+    # depth range and device: semmap map's (MapConfig.tracker_config), the other fields from the flags
+    cfg = map_config(args).tracker_config(**config_kwargs(args, TrackerConfig, TRACKING_FLAGS))
     cfg.loop.enabled = not args.no_loop_closure
     return TrackingStage(cfg, force=args.poses == "estimate")
 
