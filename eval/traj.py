@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
+from mapping.poses import rotation_angle_deg
 from sensors.trajectory_io import Trajectory, read_trajectory
 
 ALIGNMENTS = ("se3", "sim3", "none")
@@ -263,13 +263,6 @@ def _as_trajectory(x: Any, what: str) -> Trajectory:
     if T.ndim == 3 and T.shape[1:] == (4, 4):
         return Trajectory(np.arange(len(T), dtype=np.float64), T)
     raise TypeError(f"{what}: expected a Trajectory, a trajectory file or an (N, 4, 4) array, got {type(x).__name__}")
-
-
-def rotation_angle_deg(R: np.ndarray) -> np.ndarray:
-    """(..., 3, 3) rotations -> (...) rotation angles in degrees (via the rotation vector, accurate near 0)."""
-    R = np.asarray(R, dtype=np.float64)
-    shape = R.shape[:-2]
-    return np.degrees(Rotation.from_matrix(R.reshape(-1, 3, 3)).magnitude()).reshape(shape)
 
 
 def relative_pose_errors(

@@ -4,7 +4,8 @@ A frame becomes a keyframe when its camera has moved far enough from the last ke
 translation of the camera centre >= ``translation_m`` or rotation angle of
 ``R_last^T R_now`` >= ``rotation_deg``. The first posed frame is always a keyframe.
 Optionally ``max_gap`` forces a keyframe after that many frames without one (for slow
-pans that never reach a threshold).
+pans that never reach a threshold). The tracker's keyframes (``mapping.tracking.keyframes``)
+use the same motion test, :func:`moved_enough`.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mapping.poses import pose_difference
 
-def rotation_angle_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
-    """Angle of the relative rotation ``R_a^T R_b`` in degrees, in [0, 180]."""
-    c = (np.trace(R_a.T @ R_b) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+KEYFRAME_TRANSLATION_M = 0.15
+"""Default camera motion since the last keyframe that makes a keyframe (semantic and views stages), metres."""
+KEYFRAME_ROTATION_DEG = 15.0
+"""Default camera rotation since the last keyframe that makes a keyframe (semantic and views stages), degrees."""
+
+
+def moved_enough(T_world_last: np.ndarray, T_world_now: np.ndarray, translation_m: float, rotation_deg: float) -> bool:
+    """True when the camera moved ``translation_m`` metres or turned ``rotation_deg`` degrees between two (4, 4) poses."""
+    dt, dr = pose_difference(T_world_last, T_world_now)
+    return dt >= translation_m or dr >= rotation_deg
 
 
 @dataclass
@@ -31,8 +39,8 @@ class KeyframeSelector:
         keyframes: indices (``Frame.index``) of the keyframes chosen so far.
     """
 
-    translation_m: float = 0.3
-    rotation_deg: float = 20.0
+    translation_m: float = KEYFRAME_TRANSLATION_M
+    rotation_deg: float = KEYFRAME_ROTATION_DEG
     max_gap: int | None = None
     keyframes: list[int] = field(default_factory=list)
     _last_T: np.ndarray | None = field(default=None, repr=False)
@@ -51,18 +59,16 @@ class KeyframeSelector:
         """(translation m, rotation deg) of ``T_world_cam`` relative to the last keyframe (inf, inf if none)."""
         if self._last_T is None:
             return float("inf"), float("inf")
-        dt = float(np.linalg.norm(T_world_cam[:3, 3] - self._last_T[:3, 3]))
-        return dt, rotation_angle_deg(self._last_T[:3, :3], T_world_cam[:3, :3])
+        return pose_difference(self._last_T, T_world_cam)
 
     def update(self, T_world_cam: np.ndarray, index: int) -> bool:
         """Decide for one frame (4x4 camera-to-world pose, frame index); records it if it is a keyframe."""
         T = np.asarray(T_world_cam, dtype=np.float64)
         if T.shape != (4, 4):
             raise ValueError(f"expected a 4x4 pose, got {T.shape}")
-        dt, dr = self.motion(T)
         self._since += 1
         forced = self.max_gap is not None and self._since >= self.max_gap
-        if dt >= self.translation_m or dr >= self.rotation_deg or forced:
+        if self._last_T is None or forced or moved_enough(self._last_T, T, self.translation_m, self.rotation_deg):
             self._last_T = T.copy()
             self._since = 0
             self.keyframes.append(int(index))

@@ -8,20 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from mapping.poses import pose_difference  # noqa: F401 (imported from here by the tracker)
 from mapping.tracking.config import TrackerConfig
 from mapping.tracking.odometry import Alignment
-
-
-def rotation_angle_deg(R: np.ndarray) -> float:
-    """Angle of a (3, 3) rotation matrix, degrees in [0, 180]."""
-    c = (float(np.trace(R)) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
-
-
-def pose_difference(T_world_a: np.ndarray, T_world_b: np.ndarray) -> tuple[float, float]:
-    """(translation metres, rotation degrees) of the relative motion ``inv(T_world_a) @ T_world_b``."""
-    T_a_b = np.linalg.inv(T_world_a) @ T_world_b
-    return float(np.linalg.norm(T_a_b[:3, 3])), rotation_angle_deg(T_a_b[:3, :3])
 
 
 def check_depth(valid_fraction: float, config: TrackerConfig) -> str | None:

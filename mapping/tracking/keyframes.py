@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mapping.keyframes import moved_enough
 from mapping.tracking.config import TrackerConfig
-from mapping.tracking.failure import pose_difference
 from mapping.tracking.images import AlignImage, downsample_rgb
 from sensors.frame import Frame
 
@@ -108,5 +108,4 @@ def needs_keyframe(last: Keyframe | None, seq: int, T_world_cam: np.ndarray, con
     """True when a tracked frame should become a keyframe (first, every N frames, or moved enough)."""
     if last is None or seq - last.seq >= config.keyframe_every:
         return True
-    dt, dr = pose_difference(last.T_world_cam, T_world_cam)
-    return dt >= config.keyframe_translation_m or dr >= config.keyframe_rotation_deg
+    return moved_enough(last.T_world_cam, T_world_cam, config.keyframe_translation_m, config.keyframe_rotation_deg)

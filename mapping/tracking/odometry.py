@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mapping.poses import rotation_vector
 from mapping.tracking.config import TrackerConfig
 from mapping.tracking.images import AlignImage
 from mapping.tracking.profile import StageTimes, null_section
@@ -103,11 +104,7 @@ def _o3d_method(name: str):
 
 def se3_log(T: np.ndarray) -> np.ndarray:
     """(6,) twist [omega (rad), t (m)] of a (4, 4) rigid transform (first-order: t is the translation)."""
-    R = T[:3, :3]
-    angle = np.arccos(np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0))
-    w = np.array([R[2, 1] - R[1, 2], R[0, 2] - R[2, 0], R[1, 0] - R[0, 1]]) / 2.0
-    omega = w * (angle / np.sin(angle)) if angle > 1e-9 else w
-    return np.concatenate([omega, T[:3, 3]])
+    return np.concatenate([rotation_vector(T[:3, :3]), T[:3, 3]])
 
 
 def se3_exp(xi: np.ndarray) -> np.ndarray:

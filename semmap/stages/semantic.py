@@ -27,7 +27,7 @@ from mapping.encoders import load_encoder
 from mapping.encoders.base import Encoder, torch_threads
 from mapping.features import FEATURE_STRATEGIES, DenseExtractor, make_extractor
 from mapping.fusion import FeatureGrid, FusionConfig, describe_grid
-from mapping.keyframes import KeyframeSelector
+from mapping.keyframes import KEYFRAME_ROTATION_DEG, KEYFRAME_TRANSLATION_M, KeyframeSelector
 from mapping.reintegration import RetainedFeatures, refuse_features
 from mapping.semantic_map import FEATURES_FILE, FEATURES_META_FILE, SEMANTIC_FORMAT_VERSION
 from mapping.tsdf import TSDFMap
@@ -55,9 +55,9 @@ class SemanticConfig:
     for crops, and found more of the annotated objects (benchmarks/bench_semantic.py)."""
     feature_stride: int = 8
     """Frame pixels per feature pixel."""
-    kf_translation_m: float = 0.15
+    kf_translation_m: float = KEYFRAME_TRANSLATION_M
     """Camera motion since the last keyframe that makes a keyframe, metres."""
-    kf_rotation_deg: float = 15.0
+    kf_rotation_deg: float = KEYFRAME_ROTATION_DEG
     """Camera rotation since the last keyframe that makes a keyframe, degrees."""
     feature_depth: str = "frame"
     """Depth used to place feature pixels: "frame" (sensor depth) or "raycast" (the TSDF surface)."""

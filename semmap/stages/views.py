@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mapping.keyframes import KeyframeSelector
+from mapping.keyframes import KEYFRAME_ROTATION_DEG, KEYFRAME_TRANSLATION_M, KeyframeSelector
 from mapping.tsdf import TSDFMap
 from scenegraph.views import EncodedView, downscale_frame, encode_view, write_views
 from semmap.config_args import add_dataclass_arguments, config_kwargs
@@ -36,9 +36,9 @@ ORDER = 70
 class ViewsConfig:
     """Settings of the views stage."""
 
-    translation_m: float = 0.15
+    translation_m: float = KEYFRAME_TRANSLATION_M
     """Camera motion since the last view that makes a new view, metres."""
-    rotation_deg: float = 15.0
+    rotation_deg: float = KEYFRAME_ROTATION_DEG
     """Camera rotation since the last view that makes a new view, degrees."""
     width: int = 320
     """Stored image width, pixels (aspect kept; smaller frames are stored as they are)."""

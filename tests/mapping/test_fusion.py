@@ -15,7 +15,8 @@ from mapping.fusion import (
     sample_depth,
     unpack_keys,
 )
-from mapping.keyframes import KeyframeSelector, rotation_angle_deg
+from mapping.keyframes import KeyframeSelector
+from mapping.poses import rotation_angle_deg
 from sensors.camera import Camera
 
 
@@ -222,7 +223,7 @@ def test_keyframes_by_translation_and_rotation():
     sel2 = KeyframeSelector(translation_m=1.0, rotation_deg=10.0)
     picked = [sel2.update(rot_y(3.0 * i), i) for i in range(10)]
     assert [i for i, d in enumerate(picked) if d] == [0, 4, 8]  # 12 degrees >= 10
-    assert rotation_angle_deg(np.eye(3), rot_y(33.0)[:3, :3]) == pytest.approx(33.0)
+    assert rotation_angle_deg(np.eye(3).T @ rot_y(33.0)[:3, :3]) == pytest.approx(33.0)
     forced = KeyframeSelector(1.0, 90.0, max_gap=3)
     assert [forced.update(np.eye(4), i) for i in range(7)] == [True, False, False, True, False, False, True]
     with pytest.raises(ValueError, match="positive"):
