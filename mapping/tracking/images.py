@@ -37,10 +37,9 @@ def reduced_camera(camera: Camera, factor: int) -> Camera:
 
 
 def _blocks(image: np.ndarray, factor: int) -> np.ndarray:
-    """(H // f, f, W // f, f, ...) view of an image cropped to a multiple of f: block (i, j) is ``[i, :, j, :]``."""
+    """(f * f, H // f, W // f, ...) stack of the f x f sub-sampled grids of an image cropped to a multiple of f."""
     image = crop_to_multiple(image, factor)
-    h, w = image.shape[:2]
-    return image.reshape(h // factor, factor, w // factor, factor, *image.shape[2:])
+    return np.stack([image[i::factor, j::factor] for i in range(factor) for j in range(factor)])
 
 
 def downsample_depth(depth_m: np.ndarray, factor: int, max_step_m: float = DEPTH_BLOCK_MAX_STEP_M) -> np.ndarray:
@@ -59,10 +58,10 @@ def downsample_depth(depth_m: np.ndarray, factor: int, max_step_m: float = DEPTH
         return d
     blocks = _blocks(d, factor)
     valid = blocks > 0
-    count = valid.sum(axis=(1, 3))
-    mean = blocks.sum(axis=(1, 3)) / np.maximum(count, 1)
-    hi = blocks.max(axis=(1, 3))
-    lo = np.where(valid, blocks, np.float32(np.inf)).min(axis=(1, 3))
+    count = valid.sum(axis=0)
+    mean = blocks.sum(axis=0) / np.maximum(count, 1)
+    hi = blocks.max(axis=0)
+    lo = np.where(valid, blocks, np.float32(np.inf)).min(axis=0)
     keep = (count > 0) & (hi - lo <= max_step_m)
     return np.where(keep, mean, 0.0).astype(np.float32)
 
@@ -71,7 +70,7 @@ def downsample_rgb(rgb: np.ndarray, factor: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (H // f, W // f, 3) float32 in [0, 1], block-averaged."""
     if factor == 1:
         return np.asarray(rgb, dtype=np.float32) / 255.0
-    total = _blocks(np.asarray(rgb), factor).sum(axis=(1, 3), dtype=np.float32)
+    total = _blocks(np.asarray(rgb), factor).sum(axis=0, dtype=np.float32)
     return total / np.float32(255.0 * factor * factor)
 
 
