@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from mapping.encoders.base import Encoder
-from mapping.image_segments import resize_nearest
+from sensors.resize import resize_nearest, resize_rgb
 from sensors.camera import Camera
 from sensors.registry import Registry
 
@@ -313,7 +313,8 @@ class CropFeatures(DenseExtractor):
             raise ValueError(f"resize_to must be >= 1, got {resize_to}")
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
-        return resize_square(image, self.resize_to)
+        """(h, w, 3) uint8 crop -> (resize_to, resize_to, 3), bilinear (unchanged when ``resize_to`` is None)."""
+        return image if self.resize_to is None else resize_rgb(image, (self.resize_to, self.resize_to))
 
     def crops(self, frame_shape: tuple[int, int]) -> list[Crop]:
         """All crops of one frame (every scale, then the full frame as scale ``len(crop_fractions)``)."""
@@ -601,16 +602,8 @@ class SegmentFeatures(DenseExtractor):
         return mixed / np.maximum(np.linalg.norm(mixed, axis=1, keepdims=True), 1e-12)
 
     def _resize(self, image: np.ndarray) -> np.ndarray:
-        return resize_square(image, self.resize_to)
-
-
-def resize_square(image: np.ndarray, side: int | None) -> np.ndarray:
-    """(h, w, 3) uint8 crop -> (side, side, 3) uint8, bilinear (unchanged if ``side`` is None or already that size)."""
-    if side is None or image.shape[:2] == (side, side):
-        return image
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((side, side), Image.BILINEAR))
+        """(h, w, 3) uint8 crop -> (resize_to, resize_to, 3), bilinear (unchanged when ``resize_to`` is None)."""
+        return image if self.resize_to is None else resize_rgb(image, (self.resize_to, self.resize_to))
 
 
 def make_extractor(strategy: str, encoder: Encoder, **options: Any) -> DenseExtractor:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mapping.graph_segments import felzenszwalb_graph
+from sensors.resize import resize_nearest, resize_rgb
 
 
 @dataclass(frozen=True)
@@ -108,22 +109,6 @@ def felzenszwalb(
     return labels.reshape(h, w).astype(np.int64)
 
 
-def resize_nearest(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(H, W, ...) image sampled at the pixel centres of an (h, w) grid covering it (nearest neighbour)."""
-    H, W = image.shape[:2]
-    h, w = shape
-    rows = np.clip(((np.arange(h) + 0.5) * H / h).astype(int), 0, H - 1)
-    cols = np.clip(((np.arange(w) + 0.5) * W / w).astype(int), 0, W - 1)
-    return image[rows][:, cols]
-
-
-def _resize_area(rgb: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from PIL import Image
-
-    h, w = shape
-    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize((w, h), Image.BOX))
-
-
 def segment_frame(
     rgb: np.ndarray,
     depth_m: np.ndarray | None,
@@ -150,7 +135,7 @@ def segment_frame(
     H, W = rgb.shape[:2]
     w = min(W, int(work_width))
     h = max(1, round(H * w / W))
-    small = _resize_area(rgb, (h, w)) if (h, w) != (H, W) else rgb
+    small = resize_rgb(rgb, (h, w), mode="area")
     d = resize_nearest(depth_m, (h, w)) if depth_m is not None else None
     if d is not None:
         d = np.where(np.isfinite(d), d, 0.0)

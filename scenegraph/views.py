@@ -26,6 +26,7 @@ import numpy as np
 from mapping.mapformat import NUMBER, MapFormatError, check_fields, check_format_version, check_list_of, read_json_file
 from sensors.camera import Camera
 from sensors.frame import check_pose
+from sensors.resize import resize_nearest, resize_rgb
 
 VIEWS_DIR = "views"
 VIEWS_FILE = "views.json"
@@ -37,8 +38,9 @@ DEPTH_SCALE = 1000.0
 def downscale_frame(rgb: np.ndarray, depth_m: np.ndarray, camera: Camera, width: int) -> tuple[np.ndarray, np.ndarray, Camera]:
     """Shrink a registered RGB-D pair to ``width`` pixels wide (aspect kept; never enlarged).
 
-    Colour is resampled with PIL's antialiased bilinear filter; depth takes the nearest
-    source pixel of each target pixel centre (no blending across depth edges).
+    Colour is resampled with PIL's antialiased bilinear filter; depth takes the source
+    pixel containing each target pixel centre (no blending across depth edges); both via
+    :mod:`sensors.resize`.
 
     Args:
         rgb: (H, W, 3) uint8; depth_m: (H, W) float32 metres (0 = invalid); camera: their intrinsics.
@@ -46,20 +48,14 @@ def downscale_frame(rgb: np.ndarray, depth_m: np.ndarray, camera: Camera, width:
     Returns:
         rgb (h, w, 3) uint8, depth (h, w) float32 metres, and the camera of the small images.
     """
-    from PIL import Image
-
     H, W = camera.shape
     if width >= W:
         return rgb, depth_m.astype(np.float32, copy=False), camera
     w = int(width)
     h = max(1, round(H * w / W))
-    small = camera.resized(w, h)
-    rgb_s = np.asarray(Image.fromarray(rgb).resize((w, h), Image.BILINEAR))
-    # target pixel centre u' -> source (u' + 0.5) W / w - 0.5 (pixel-centre convention)
-    us = np.clip(np.round((np.arange(w) + 0.5) * W / w - 0.5).astype(np.int64), 0, W - 1)
-    vs = np.clip(np.round((np.arange(h) + 0.5) * H / h - 0.5).astype(np.int64), 0, H - 1)
-    depth_s = np.asarray(depth_m, np.float32)[vs[:, None], us[None, :]]
-    return rgb_s, depth_s, small
+    rgb_s = resize_rgb(rgb, (h, w))
+    depth_s = resize_nearest(np.asarray(depth_m, np.float32), (h, w))
+    return rgb_s, depth_s, camera.resized(w, h)
 
 
 def encode_view(rgb: np.ndarray, depth_m: np.ndarray, jpeg_quality: int = 90) -> tuple[bytes, bytes]:

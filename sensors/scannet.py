@@ -28,6 +28,7 @@ from sensors.base import IndexedSource
 from sensors.camera import Camera
 from sensors.frame import Frame, FrameOrigin, check_pose
 from sensors.io import SourceError, read_depth_m, read_depth_raw, read_matrix, read_rgb
+from sensors.resize import resize_rgb
 
 SCANNET_DEPTH_SCALE = 1000.0
 """Raw depth units per metre (ScanNet ``m_depthShift``)."""
@@ -196,7 +197,7 @@ class ScanNetSource(IndexedSource):
                     f"scene is {cam.width}x{cam.height}"
                 )
         if self.align == "color_to_depth":
-            rgb = resize_rgb(rgb, self.depth_camera.width, self.depth_camera.height)
+            rgb = resize_rgb(rgb, self.depth_camera.shape)
         else:
             depth = self._register(depth)
         return Frame(
@@ -218,13 +219,3 @@ class ScanNetSource(IndexedSource):
         return register_depth_to_color(
             depth_m, self.depth_camera, self.color_camera, self.T_color_depth, splat=upsampling
         )
-
-
-def resize_rgb(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (height, width, 3) uint8, area-weighted when shrinking (PIL bilinear, antialiased)."""
-    from PIL import Image
-
-    if rgb.shape[:2] == (height, width):
-        return rgb
-    im = Image.fromarray(rgb).resize((width, height), Image.Resampling.BILINEAR)
-    return np.asarray(im, dtype=np.uint8).copy()

@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from mapping.depth.base import DepthEstimator
-from mapping.depth.resize import resize_map, resize_rgb
+from sensors.resize import resize_map, resize_rgb
 from sensors.camera import Camera
 
 CANONICAL_MODES = ("resize", "rescale")
@@ -101,7 +101,8 @@ class CanonicalCameraEstimator(DepthEstimator):
 
     def _predict(self, rgb: np.ndarray, camera: Camera) -> np.ndarray:
         cam_in = self.input_camera(camera)
-        image = resize_rgb(rgb, cam_in.shape) if cam_in.shape != camera.shape else rgb
+        shrinking = cam_in.height <= camera.height and cam_in.width <= camera.width
+        image = resize_rgb(rgb, cam_in.shape, mode="area" if shrinking else "bilinear")
         z_c = self.inner.predict(image, cam_in).values
         z = z_c.astype(np.float64) * self.decanonical_factor(cam_in)
         return resize_map(z.astype(np.float32), camera.shape)

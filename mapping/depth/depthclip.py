@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from mapping.depth.base import DepthEstimator
-from mapping.depth.resize import resize_map
+from sensors.resize import resize_map
 from sensors.camera import Camera
 
 PAPER_DISTANCE_WORDS = ("giant", "extremely close", "close", "not in distance", "a little remote", "far", "unseen")

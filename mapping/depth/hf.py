@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from mapping.depth.base import OUTPUT_KINDS, DepthEstimator
-from mapping.depth.resize import resize_map
+from sensors.resize import resize_map
 from sensors.camera import Camera
 
 _METRIC_MODEL_TYPES = ("zoedepth", "glpn", "depth_pro")
