@@ -16,9 +16,11 @@ One command, ``python benchmarks/bench_tracking.py``, runs the acceptance of iss
 redkitchen, 3dmatch, iclnuim or raw-depth redkitchen, as before. ``--tracker KEY=VALUE`` overrides
 ``TrackerConfig`` fields everywhere (e.g. ``--tracker model_render=raycast mesh_scope=full``).
 
-Takes about 6 minutes on 2 idle cores (redkitchen given 2 x 45 s, estimate about 100 s; Replica
-about 3 minutes); ``--skip-replica`` leaves out step 2. Times on a shared machine are pessimistic:
-the load average is printed and stored.
+Takes about 15 minutes on 2 idle cores (estimated from CPU times: redkitchen given 2 x ~1 min,
+estimate ~3 min; Replica given + estimate ~10 min); under load average 7-20 (issue 16's session)
+the redkitchen part took 27 min and Replica about 35. ``--skip-replica`` leaves out step 2. Times on
+a shared machine are pessimistic: the load average is printed and stored, and the tracker's stages
+are also given in CPU time.
 
     python benchmarks/bench_tracking.py [--data-root ../shared/data] [--max-frames N] [--skip-replica]
                                         [--tracker KEY=VALUE ...] [--datasets redkitchen 3dmatch iclnuim]
