@@ -138,6 +138,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "fuse_scaling.json")
     args = ap.parse_args()
 
+    import open3d.core  # noqa: F401  (imported before the timing: the grid imports it on first use)
     from tqdm import tqdm
 
     from mapping.features import DenseFeatures

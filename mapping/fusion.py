@@ -228,13 +228,13 @@ class FeatureGrid:
                 f"inconsistent feature grid: keys {keys.shape}, embeddings {emb.shape}, "
                 f"weights {weights.shape}, counts {counts.shape}"
             )
+        if n > 1 and len(np.unique(keys)) != n:
+            raise ValueError("duplicate voxel keys")
         g = cls(voxel_size_m, emb.shape[1])
         g._n = n
         g._keys, g._emb = keys, np.ascontiguousarray(emb, np.float16)
         g._weight, g._count = weights, counts
-        if n and not g._index_insert(keys, np.arange(n, dtype=np.int64)):
-            raise ValueError("duplicate voxel keys")
-        return g
+        return g  # the hash index is built on the first lookup or insert (a served map may never need it)
 
     def __getstate__(self) -> dict:
         """Pickle / deepcopy state: the arrays, without the Open3D index (rebuilt on load)."""
@@ -243,23 +243,29 @@ class FeatureGrid:
         return state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        if self._n:
-            self._index_insert(self._keys[: self._n], np.arange(self._n, dtype=np.int64))
+        self.__dict__.update(state)  # the index is rebuilt when first needed
 
-    def _index_insert(self, keys: np.ndarray, rows: np.ndarray) -> bool:
-        """Add (M,) keys -> (M,) rows to the hash index; False if any key was already there."""
-        import open3d.core as o3c
-
+    def _ensure_index(self) -> "open3d.core.HashMap":  # noqa: F821 (imported where used)
+        """The hash index of rows 0..N-1, built now if it is not there yet."""
         if self._index is None:
+            import open3d.core as o3c
+
             self._index = o3c.HashMap(
-                max(2 * len(keys), 1024),
+                max(2 * self._n, 1024),
                 key_dtype=o3c.int64,
                 key_element_shape=(1,),
                 value_dtypes=[o3c.int64],
                 value_element_shapes=[(1,)],
                 device=o3c.Device("CPU:0"),
             )
+            if self._n:
+                self._index_insert(self._keys[: self._n], np.arange(self._n, dtype=np.int64))
+        return self._index
+
+    def _index_insert(self, keys: np.ndarray, rows: np.ndarray) -> bool:
+        """Add (M,) keys -> (M,) rows to the (existing) hash index; False if any key was already there."""
+        import open3d.core as o3c
+
         _, inserted = self._index.insert(
             o3c.Tensor.from_numpy(_mix_keys(keys)),
             o3c.Tensor.from_numpy(np.ascontiguousarray(rows, np.int64).reshape(-1, 1)),
@@ -326,9 +332,10 @@ class FeatureGrid:
             return rows
         import open3d.core as o3c
 
-        buf, hit = self._index.find(o3c.Tensor.from_numpy(_mix_keys(keys)))
+        index = self._ensure_index()
+        buf, hit = index.find(o3c.Tensor.from_numpy(_mix_keys(keys)))
         hit = hit.numpy().reshape(keys.shape)
-        rows[hit] = self._index.value_tensor().numpy()[buf.numpy().reshape(keys.shape)[hit], 0]
+        rows[hit] = index.value_tensor().numpy()[buf.numpy().reshape(keys.shape)[hit], 0]
         return rows
 
     def lookup(self, points_world: np.ndarray) -> np.ndarray:
@@ -400,6 +407,7 @@ class FeatureGrid:
         self._weight[s] = weight.astype(np.float32)
         self._count[s] = count.astype(np.int32)
         new_rows = np.arange(self._n, need, dtype=np.int64)
+        self._ensure_index()  # of the rows so far, before the new ones count
         self._n = need
         # keys are unique and absent from the grid (fuse_points looked them up)
         self._index_insert(keys, new_rows)
