@@ -29,9 +29,9 @@ from eval.report import (
     write_traj_report,
 )
 from eval.traj import (
-    Alignment,
     ErrorStats,
     TrajErrors,
+    TrajectoryAlignment,
     TrajMetrics,
     associate,
     evaluate_trajectory,
@@ -42,7 +42,7 @@ from eval.traj import (
 __all__ = [
     "DEFAULT_NUM_SAMPLES",
     "DEFAULT_THRESHOLDS_M",
-    "Alignment",
+    "TrajectoryAlignment",
     "Culling",
     "ErrorStats",
     "ReconErrors",

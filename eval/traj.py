@@ -43,7 +43,7 @@ ASSOCIATIONS = ("time", "index")
 
 # ---------------------------------------------------------------------------- alignment
 @dataclass
-class Alignment:
+class TrajectoryAlignment:
     """A similarity transform taking estimate-world points to reference-world points.
 
     ``p_ref = scale * R @ p_est + t``.
@@ -61,7 +61,7 @@ class Alignment:
     kind: str = "se3"
 
     @classmethod
-    def identity(cls) -> Alignment:
+    def identity(cls) -> TrajectoryAlignment:
         return cls(np.eye(3), np.zeros(3), 1.0, "none")
 
     @property
@@ -87,7 +87,7 @@ class Alignment:
         return {"kind": self.kind, "R": self.R.tolist(), "t": self.t.tolist(), "scale": float(self.scale)}
 
 
-def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) -> Alignment:
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) -> TrajectoryAlignment:
     """Least-squares similarity ``dst ~ s R src + t`` (Umeyama, PAMI 1991).
 
     Args:
@@ -123,7 +123,7 @@ def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = False) -> Align
     else:
         s = 1.0
     t = my - s * R @ mx
-    return Alignment(R, t, s, "sim3" if with_scale else "se3")
+    return TrajectoryAlignment(R, t, s, "sim3" if with_scale else "se3")
 
 
 # ---------------------------------------------------------------------------- association
@@ -233,7 +233,7 @@ class TrajMetrics:
     ate_rot_deg: ErrorStats
     rpe_trans_m: ErrorStats
     rpe_rot_deg: ErrorStats
-    alignment: Alignment
+    alignment: TrajectoryAlignment
     num_matched: int
     num_est: int
     num_ref: int
@@ -330,7 +330,7 @@ def evaluate_trajectory(
     T_est = est_t.T_world_cam[i_est]
     T_ref = ref_t.T_world_cam[i_ref]
     if align == "none":
-        alignment = Alignment.identity()
+        alignment = TrajectoryAlignment.identity()
     else:
         alignment = umeyama(T_est[:, :3, 3], T_ref[:, :3, 3], with_scale=(align == "sim3"))
     T_est_aligned = alignment.apply_poses(T_est)

@@ -172,7 +172,7 @@ class ProposalConfig:
 
 
 @dataclass
-class Segment:
+class SurfaceSegment:
     """Summary of one FH segment in the gravity frame.
 
     Attributes:
@@ -197,8 +197,8 @@ class Segment:
 
 def segment_summaries(
     points_g: np.ndarray, normals_g: np.ndarray, area: np.ndarray, labels: np.ndarray, support_tilt_deg: float
-) -> list[Segment]:
-    """One :class:`Segment` per label of (N,) ``labels`` (gravity-frame points and normals)."""
+) -> list[SurfaceSegment]:
+    """One :class:`SurfaceSegment` per label of (N,) ``labels`` (gravity-frame points and normals)."""
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(labels.max() + 2))
     up = normals_g[:, 2] >= np.cos(np.radians(support_tilt_deg))
@@ -211,7 +211,7 @@ def segment_summaries(
         u = idx[up[idx]]
         zu = points_g[u, 2]
         out.append(
-            Segment(
+            SurfaceSegment(
                 idx,
                 float(a.sum()),
                 float(lo),
@@ -241,7 +241,7 @@ def segment_adjacency(edges: np.ndarray, labels: np.ndarray, points: np.ndarray,
 
 
 def support_groups(
-    segments: list[Segment], adjacency: np.ndarray, points_g: np.ndarray, seg_rgb: np.ndarray, cfg: ProposalConfig
+    segments: list[SurfaceSegment], adjacency: np.ndarray, points_g: np.ndarray, seg_rgb: np.ndarray, cfg: ProposalConfig
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Group support segments into support surfaces.
 
@@ -314,7 +314,7 @@ def support_groups(
     return group, surface_nodes()
 
 
-def rests_on(seg: Segment, seg_xy: np.ndarray, support_z: float, support_xy: np.ndarray, cfg: ProposalConfig) -> bool:
+def rests_on(seg: SurfaceSegment, seg_xy: np.ndarray, support_z: float, support_xy: np.ndarray, cfg: ProposalConfig) -> bool:
     """Whether a segment stands on a support surface (see the module docstring).
 
     Args:

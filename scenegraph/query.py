@@ -25,21 +25,21 @@ table") does not parse: the query falls back to a plain text search and says so.
 
 Scores. A phrase's score for an object is the softmax over the graph's objects of
 ``cos(text embedding, object embedding) / temperature`` (which object the phrase means),
-times, with ``QueryConfig.contrast`` (default), the probability that the object is
+times, with ``GraphQueryConfig.contrast`` (default), the probability that the object is
 better described by the phrase than by the names of a vocabulary (the one the labels
 come from): a softmax over the phrase and the names of each name's similarity less its
 mean over the scene's objects, as the labels are scored. The vocabulary names are the
 canonical negatives of LERF-style relevancy: a fragment that resembles every phrase a
 little (a table leg, for "chair" as for "table") scores low, an object that resembles
 the phrase more than any other name scores high; the product is renormalised over the objects.
-With ``QueryConfig.kinds`` (default) a phrase that is a vocabulary name also stands for the
+With ``GraphQueryConfig.kinds`` (default) a phrase that is a vocabulary name also stands for the
 names that are kinds of it (``scenegraph.vocabulary.KIND_OF``, from WordNet: a desk is a
 table): an object's similarity is the best of the phrase's and those names' (each less its
 mean over the scene's objects), and those names are no negatives in the contrast. The
 redkitchen table has monitors and a keyboard on it and looks like a desk to ``lite``;
 "the table on the floor" gave the chair at its end before and gives the table now (relational
 queries 7/10 -> 8/10 top-1).
-With ``QueryConfig.size_prior`` (default) it is also weighed by how well the object's
+With ``GraphQueryConfig.size_prior`` (default) it is also weighed by how well the object's
 size (its longest horizontal side) fits the phrase's typical size (common-sense sizes of
 the vocabulary names, ``scenegraph.vocabulary.TYPICAL_SIZE_M``; the phrase is spread
 over the names by text similarity), a log-normal of spread ``size_sigma``: a weak
@@ -235,7 +235,7 @@ class GraphAnswer(list):
 
 
 @dataclass
-class QueryConfig:
+class GraphQueryConfig:
     """Scoring settings of scene-graph queries."""
 
     temperature: float = 0.05
@@ -272,7 +272,7 @@ class QueryConfig:
     """A phrase that resembles no sized name this much (text cosine) gets no size prior."""
 
 
-def _structure_scores(graph: SceneGraph, phrase: str, cfg: QueryConfig) -> dict[int, float] | None:
+def _structure_scores(graph: SceneGraph, phrase: str, cfg: GraphQueryConfig) -> dict[int, float] | None:
     """{node: 1.0} for the structure nodes a phrase names, or None when it names none."""
     words = set(phrase.split())
     kinds = {k for k, ws in cfg.structure_words.items() if words & set(ws)}
@@ -281,9 +281,9 @@ def _structure_scores(graph: SceneGraph, phrase: str, cfg: QueryConfig) -> dict[
     return {o.id: 1.0 for o in graph.objects if o.kind in kinds}
 
 
-def phrase_scores(graph: SceneGraph, phrase: str, encoder, cfg: QueryConfig | None = None) -> dict[int, float]:
+def phrase_scores(graph: SceneGraph, phrase: str, encoder, cfg: GraphQueryConfig | None = None) -> dict[int, float]:
     """Score of each node for a phrase: structure by name, objects by embedding softmax."""
-    cfg = cfg or QueryConfig()
+    cfg = cfg or GraphQueryConfig()
     named = _structure_scores(graph, phrase, cfg)
     if named is not None:
         return named
@@ -315,7 +315,7 @@ def phrase_scores(graph: SceneGraph, phrase: str, encoder, cfg: QueryConfig | No
     return {o.id: float(s) for o, s in zip(objs, p)}
 
 
-def phrase_kinds(phrase: str, cfg: QueryConfig) -> tuple[str, ...]:
+def phrase_kinds(phrase: str, cfg: GraphQueryConfig) -> tuple[str, ...]:
     """The contrast vocabulary's names that are kinds of the phrase ("table" -> ("desk",)); () when off."""
     if not cfg.kinds:
         return ()
@@ -324,7 +324,7 @@ def phrase_kinds(phrase: str, cfg: QueryConfig) -> tuple[str, ...]:
     return kinds_of(" ".join(phrase.lower().split()), _vocabulary(cfg), cfg.kind_of)
 
 
-def _vocabulary(cfg: QueryConfig) -> tuple[str, ...]:
+def _vocabulary(cfg: GraphQueryConfig) -> tuple[str, ...]:
     """The names contrasted with a phrase (``cfg.vocabulary`` or the default vocabulary)."""
     from scenegraph.vocabulary import DEFAULT_VOCABULARY
 
@@ -343,7 +343,7 @@ def object_size_m(o: SceneObject) -> float:
     return max(float(np.max((o.gbox_max - o.gbox_min)[:2])), 0.01)
 
 
-def size_prior(objs: list[SceneObject], q: np.ndarray, encoder, cfg: QueryConfig) -> np.ndarray | None:
+def size_prior(objs: list[SceneObject], q: np.ndarray, encoder, cfg: GraphQueryConfig) -> np.ndarray | None:
     """(O,) weight of each object's size for a phrase with text embedding ``q`` (D,).
 
     The phrase is spread over the sized names by a softmax of its text similarity to them
@@ -366,7 +366,7 @@ def size_prior(objs: list[SceneObject], q: np.ndarray, encoder, cfg: QueryConfig
     return np.exp(-0.5 * (d / cfg.size_sigma) ** 2)
 
 
-def _contrast(E: np.ndarray, rel: np.ndarray, encoder, cfg: QueryConfig, exclude: tuple[str, ...] = ()) -> np.ndarray:
+def _contrast(E: np.ndarray, rel: np.ndarray, encoder, cfg: GraphQueryConfig, exclude: tuple[str, ...] = ()) -> np.ndarray:
     """(O,) probability that each object is the phrase rather than one of the vocabulary names.
 
     Args:
@@ -391,19 +391,19 @@ def _result(rank: int, score: float, o: SceneObject, **kw) -> ObjectResult:
     )
 
 
-def search_objects(graph: SceneGraph, text: str, encoder, top: int = 5, cfg: QueryConfig | None = None) -> list[ObjectResult]:
+def search_objects(graph: SceneGraph, text: str, encoder, top: int = 5, cfg: GraphQueryConfig | None = None) -> list[ObjectResult]:
     """Objects ranked by how well ``text`` describes them (structure by name)."""
-    cfg = cfg or QueryConfig()
+    cfg = cfg or GraphQueryConfig()
     scores = phrase_scores(graph, text, encoder, cfg)
     ranked = sorted(((s, i) for i, s in scores.items() if s >= cfg.min_score), key=lambda x: (-x[0], x[1]))[:top]
     return [_result(k + 1, s, graph.object(i)) for k, (s, i) in enumerate(ranked)]
 
 
 def relational_search(
-    graph: SceneGraph, parsed: ParsedQuery, encoder, top: int = 5, cfg: QueryConfig | None = None
+    graph: SceneGraph, parsed: ParsedQuery, encoder, top: int = 5, cfg: GraphQueryConfig | None = None
 ) -> list[ObjectResult]:
     """Subjects ranked by subject score x relation score x object score (best partner each)."""
-    cfg = cfg or QueryConfig()
+    cfg = cfg or GraphQueryConfig()
     if not parsed.relational:
         raise ValueError(f"not a relational query: {parsed.text!r}")
     s_subj = phrase_scores(graph, parsed.subject, encoder, cfg)
@@ -449,11 +449,11 @@ def load_query_encoder(graph: SceneGraph, device: str = "cpu"):
     return load_encoder(graph.encoder, device=device)
 
 
-def answer_graph(graph: SceneGraph, text: str, encoder=None, top: int = 5, cfg: QueryConfig | None = None) -> GraphAnswer:
+def answer_graph(graph: SceneGraph, text: str, encoder=None, top: int = 5, cfg: GraphQueryConfig | None = None) -> GraphAnswer:
     """Answer ``text`` from a loaded graph: relational when it parses, else plain (see :func:`answer`)."""
     parsed = parse_query(text)
     named = all(
-        _structure_scores(graph, p, cfg or QueryConfig()) is not None
+        _structure_scores(graph, p, cfg or GraphQueryConfig()) is not None
         for p in ((parsed.subject, parsed.object) if parsed.relational else (parsed.subject,))
     )
     if encoder is None and not named:
@@ -466,7 +466,7 @@ def answer_graph(graph: SceneGraph, text: str, encoder=None, top: int = 5, cfg: 
     return GraphAnswer(res, parsed, "fallback" if parsed.fallback else "objects", parsed.note)
 
 
-def answer(map_dir: Path | str, text: str, top: int = 5, encoder=None, cfg: QueryConfig | None = None) -> GraphAnswer:
+def answer(map_dir: Path | str, text: str, top: int = 5, encoder=None, cfg: GraphQueryConfig | None = None) -> GraphAnswer:
     """Answer a text query from the scene graph of a map directory.
 
     Args:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from eval import Alignment, associate, evaluate_trajectory, umeyama, write_traj_report
+from eval import TrajectoryAlignment, associate, evaluate_trajectory, umeyama, write_traj_report
 from sensors.trajectory_io import Trajectory, write_matrix_lines, write_o3d_log, write_tum
 from tests.conftest import data_path
 
@@ -207,6 +207,6 @@ def test_file_formats_and_report(tmp_path, redkitchen_poses):
     assert d["ate_m"]["rmse"] == pytest.approx(m.ate_m.rmse) and d["alignment"]["kind"] == "se3"
     assert "errors" not in d and d["protocol"]["association"] == "time"
     assert paths[1].read_bytes()[:4] == b"\x89PNG"
-    assert isinstance(m.alignment, Alignment)
+    assert isinstance(m.alignment, TrajectoryAlignment)
     with pytest.raises(ValueError, match="unknown alignment"):
         evaluate_trajectory(log, lines, align="sim2")

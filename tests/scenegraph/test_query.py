@@ -150,7 +150,7 @@ def test_contrast_prefers_objects_the_phrase_describes_best():
     """A table part that resembles "chair" a little more than the chair does, but
     "table" much more, loses "chair" to the chair once the phrase is contrasted with the
     vocabulary names (LERF-style canonical negatives)."""
-    from scenegraph.query import QueryConfig, phrase_scores
+    from scenegraph.query import GraphQueryConfig, phrase_scores
 
     g = SceneGraph(np.array([0, 0, 1.0]), np.eye(3), encoder="keywords")
     emb = {
@@ -163,8 +163,8 @@ def test_contrast_prefers_objects_the_phrase_describes_best():
         v = np.asarray(v, np.float32)
         g.add_object(obj(i, "object", name, name, [i, 0, 0.5], v / np.linalg.norm(v)))
     enc = KeywordEncoder()
-    plain = phrase_scores(g, "chair", enc, QueryConfig(contrast=False))
-    contrasted = phrase_scores(g, "chair", enc, QueryConfig(vocabulary=WORDS))
+    plain = phrase_scores(g, "chair", enc, GraphQueryConfig(contrast=False))
+    contrasted = phrase_scores(g, "chair", enc, GraphQueryConfig(vocabulary=WORDS))
     assert max(plain, key=plain.get) == 0  # the leg
     assert max(contrasted, key=contrasted.get) == 1  # the chair
     assert sum(contrasted.values()) == pytest.approx(1.0)
@@ -177,7 +177,7 @@ def test_size_prior_prefers_the_whole_object_of_the_phrases_size():
     """A chair that an encoder mistakes for a table (its crops show the table behind it)
     resembles "table" more than the whole table does; the size prior (typical longest
     side of a table 1.4 m, of a chair 0.5 m) resolves "table" to the 2 m object."""
-    from scenegraph.query import QueryConfig, object_size_m, phrase_scores, size_prior
+    from scenegraph.query import GraphQueryConfig, object_size_m, phrase_scores, size_prior
 
     def sized(i, name, c, half_xy, emb):
         c = np.asarray(c, float)
@@ -191,27 +191,27 @@ def test_size_prior_prefers_the_whole_object_of_the_phrases_size():
     g.add_object(sized(3, "mug", [0, 0, 0.85], (0.05, 0.05), [1.0, 0.1, 0.0, 0.0]))
     enc = KeywordEncoder()
     assert object_size_m(g.object(1)) == pytest.approx(2.0)
-    plain = phrase_scores(g, "table", enc, QueryConfig(vocabulary=WORDS, size_prior=False))
+    plain = phrase_scores(g, "table", enc, GraphQueryConfig(vocabulary=WORDS, size_prior=False))
     assert max(plain, key=plain.get) == 2  # without the prior: the chair
-    sized_scores = phrase_scores(g, "table", enc, QueryConfig(vocabulary=WORDS))
+    sized_scores = phrase_scores(g, "table", enc, GraphQueryConfig(vocabulary=WORDS))
     assert max(sized_scores, key=sized_scores.get) == 1
     assert sum(sized_scores.values()) == pytest.approx(1.0)
-    chair = phrase_scores(g, "chair", enc, QueryConfig(vocabulary=WORDS))
-    chair_plain = phrase_scores(g, "chair", enc, QueryConfig(vocabulary=WORDS, size_prior=False))
+    chair = phrase_scores(g, "chair", enc, GraphQueryConfig(vocabulary=WORDS))
+    chair_plain = phrase_scores(g, "chair", enc, GraphQueryConfig(vocabulary=WORDS, size_prior=False))
     assert chair[2] > chair_plain[2]  # "chair" moves towards the chair-sized object
     # the prior itself: a table-sized object gets ~1, a mug-sized one ~0
-    w = size_prior(g.objects, enc.encode_text(["a photo of a table."])[0], enc, QueryConfig())
+    w = size_prior(g.objects, enc.encode_text(["a photo of a table."])[0], enc, GraphQueryConfig())
     assert w[0] > 0.7 and w[2] < 1e-3
     # no sized name resembles the phrase, or no sizes: no prior
-    assert size_prior(g.objects, enc.encode_text(["a photo of a table."])[0], enc, QueryConfig(typical_sizes={})) is None
-    assert size_prior(g.objects, -enc.encode_text(["a photo of a table."])[0], enc, QueryConfig()) is None
+    assert size_prior(g.objects, enc.encode_text(["a photo of a table."])[0], enc, GraphQueryConfig(typical_sizes={})) is None
+    assert size_prior(g.objects, -enc.encode_text(["a photo of a table."])[0], enc, GraphQueryConfig()) is None
 
 
 def test_a_phrase_also_matches_the_kinds_of_it():
     """A desk is a kind of table (``scenegraph.vocabulary.KIND_OF``): "table" finds the
     object that looks like a desk rather than a chair that looks a little like a table
     (the redkitchen case); "desk" still means a desk, not any table."""
-    from scenegraph.query import QueryConfig, phrase_scores
+    from scenegraph.query import GraphQueryConfig, phrase_scores
     from scenegraph.vocabulary import kinds_of
 
     words = ("mug", "table", "chair", "book", "desk")
@@ -230,10 +230,10 @@ def test_a_phrase_also_matches_the_kinds_of_it():
         g.add_object(obj(i, "object", name, name, [i, 0, 0.5], v / np.linalg.norm(v)))
     enc = KeywordEncoder(words)
     cfg = dict(vocabulary=words, size_prior=False)
-    without = phrase_scores(g, "table", enc, QueryConfig(kinds=False, **cfg))
-    with_kinds = phrase_scores(g, "table", enc, QueryConfig(**cfg))
+    without = phrase_scores(g, "table", enc, GraphQueryConfig(kinds=False, **cfg))
+    with_kinds = phrase_scores(g, "table", enc, GraphQueryConfig(**cfg))
     assert max(without, key=without.get) == 1 and max(with_kinds, key=with_kinds.get) == 0
     assert sum(with_kinds.values()) == pytest.approx(1.0)
     g.add_object(obj(4, "object", "table", "table", [4, 0, 0.5], np.array([0, 1, 0, 0, 0], np.float32)))
-    desk = phrase_scores(g, "desk", enc, QueryConfig(**cfg))
+    desk = phrase_scores(g, "desk", enc, GraphQueryConfig(**cfg))
     assert max(desk, key=desk.get) == 0 and desk[4] < 0.01
