@@ -21,7 +21,6 @@ for plain and relational queries separately.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -96,14 +95,10 @@ class Annotations:
 
     @classmethod
     def load(cls, path: Path | str) -> Annotations:
+        from sensors.io import read_yaml
+
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"annotation file {path} does not exist")
-        try:
-            doc = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not valid JSON ({e})") from None
-        return cls.from_dict(doc, str(path))
+        return cls.from_dict(read_yaml(path, "annotation file"), str(path))
 
 
 def is_hit(centroid: np.ndarray, obj: AnnotatedObject, tolerance_m: float, margin_m: float) -> bool:

@@ -266,15 +266,10 @@ def load_manifest(path: Path | str) -> Manifest:
         ValueError: not YAML/JSON, no scenes, a duplicate or bad name, an unknown key or a
             bad value (the message names the key and the scene).
     """
-    import yaml
+    from sensors.io import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML or JSON ({e})") from None
+    doc = read_yaml(path, "manifest")
     if not isinstance(doc, dict) or not isinstance(doc.get("scenes"), list) or not doc["scenes"]:
         raise ValueError(f"{path}: needs a non-empty 'scenes' list")
     extra = set(doc) - {"defaults", "scenes"}

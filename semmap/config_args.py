@@ -183,15 +183,10 @@ def load_config_file(path: Path, parser: argparse.ArgumentParser, keys: dict[str
         FileNotFoundError: no such file.
         ValueError: not YAML, not a mapping, an unknown key or a bad value (named with the file).
     """
-    import yaml
+    from sensors.io import read_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ValueError(f"{path}: not valid YAML ({e})") from None
+    doc = read_yaml(path, "config file")
     if doc is None:
         return {}
     if not isinstance(doc, dict):

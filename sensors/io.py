@@ -144,6 +144,24 @@ def read_pose(path: Path | str) -> np.ndarray:
         raise SourceError(str(e)) from e
 
 
+def read_yaml(path: Path | str, what: str = "file") -> object:
+    """The document in a YAML (or JSON, a subset of YAML) file; None for an empty file.
+
+    Raises:
+        FileNotFoundError: ``{what} {path} does not exist``.
+        ValueError: the file does not parse (the message names it).
+    """
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{what} {p} does not exist")
+    try:
+        return yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p}: not valid YAML or JSON ({e})") from None
+
+
 def read_json(path: Path | str) -> dict:
     p = require_file(path, "JSON file")
     try:

@@ -14,20 +14,12 @@ import pytest
 
 from semmap.cli import main
 from tests.conftest import data_path
+from tests.semmap.serve_fixtures import _restore_torch_threads  # noqa: F401 (autouse fixture)
 
 QUERIES = ("coffee mug", "chair", "the mug on the table", "a chair next to the table", "something by")
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    """The service pins torch to one thread process-wide (EncoderCache); give the rest of the
-    test session its setting back."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory) -> dict[str, Path]:

@@ -19,6 +19,7 @@ from sensors.camera import Camera
 from sensors.frame import Frame
 from sensors.live import LatestFrameSource
 from tests.conftest import data_path
+from tests.semmap.serve_fixtures import _restore_torch_threads  # noqa: F401 (autouse fixture)
 
 
 class CountingSource(FrameSource):
@@ -107,15 +108,6 @@ def _parse(argv: list[str]):
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    """The service pins torch to one thread process-wide (EncoderCache); give the rest of the
-    test session its setting back."""
-    import torch
-
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def live_run(tmp_path_factory):
