@@ -23,27 +23,28 @@ resolution's.
     python benchmarks/bench_semantic_eval.py [--seeds 0 1 2 3 4] [--frames 60] [--width 320]
     python benchmarks/bench_semantic_eval.py --quick        # one room, 30 frames, oracle only (~1.5 min)
 
-Prints a table and writes benchmarks/results/semantic_eval.json (``--out``). The full run took
-37 minutes on the shared 2 cores at load average 12-16 (5 rooms x 2 maps with scene graphs; a
-quiet machine should need well under half that).
+Prints a table and writes benchmarks/results/semantic_eval.json (``--out``). The full run takes
+about 5 minutes on 2 idle cores (37 minutes at load average 12-16).
 
-Measured 2026-12-04 (seeds 0-4, 60 frames at 320 x 240, 5 cm semantic voxels, GT every 2 cm;
-features fused to 4 m while the TSDF went to 6 m, since fixed to 6 m), mean over the rooms:
+Measured 2026-12-04 alone (load average < 3; 5 min; seeds 0-4, 60 frames at 320 x 240, 5 cm
+semantic voxels, GT every 2 cm, features fused to 6 m like the TSDF), mean over the rooms:
 
-=============================  ======  =====
-metric                         oracle  lite
-=============================  ======  =====
-voxel mIoU (unmatched wrong)   0.603   0.015
-voxel mIoU (excluded)          0.827   0.021
-voxel f-mIoU (excluded)        0.931   0.016
-voxel mAcc (excluded)          0.934   0.130
-unmatched share                0.465   0.465
-voxel ceiling mIoU             0.849   0.849
-object mIoU (excluded)         0.822   0.211
-plain top-1 / top-3, refs on   1.00 / 1.00   0.03 / 0.20
-plain top-1 / top-3, refs off  1.00 / 1.00   0.03 / 0.11
-relational top-1 / top-3       0.98 / 0.98   0.91 / 0.98
-=============================  ======  =====
+=============================  =============  =============
+metric                         oracle         lite
+=============================  =============  =============
+voxel mIoU (unmatched wrong)   0.622          0.016
+voxel mIoU (excluded)          0.828          0.021
+voxel f-mIoU (excluded)        0.929          0.015
+voxel mAcc (excluded)          0.935          0.130
+unmatched share                0.419          0.419
+voxel ceiling mIoU             0.850          0.850
+object mIoU (excluded)         0.824          0.215
+plain top-1 / top-3, refs on   1.00 / 1.00    0.03 / 0.20
+plain top-1 / top-3, refs off  1.00 / 1.00    0.06 / 0.14
+relational top-1 / top-3       0.98 / 0.98    0.89 / 0.98
+=============================  =============  =============
+
+(Before the 6 m fix, under load: oracle 0.603 / 0.827 mIoU wrong / excluded, unmatched 0.465.)
 
 Where oracle falls short: (1) coverage: 46.5 % of the GT surface has no feature voxel within
 5 cm, the ceiling (never in view of the orbit) and the backs of furniture, plus (before the
