@@ -26,6 +26,13 @@
     python benchmarks/bench_serve.py --short    # a 60-frame map, 40 queries, 300 load requests,
                                                 # 150 live frames: about 5 min (+ 3 min first time)
 
+Measured alone (full run, load average < 2.5) on 2026-12-04: cold start 5.8 s, sequential
+p50/p99 24.4/37.7 ms, 8 clients 180/340 ms (answered one after another: the same ~42 req/s in
+both), 400 of 400 answers equal to the CLI's, peak RSS 879 MB, load test 3000 requests 0
+errors RSS 877 -> 879 MB; live (1000 frames at 30 fps, 5 queries/s): 135 integrated, 865
+dropped (4.0 frames/s), query p50/p99 59/245 ms, saved map = ``semmap map`` of the same frames
+(mesh 0.000 mm, features and trajectory equal).
+
 Measured with ``--short`` on 2026-12-04 on the shared 2-core machine at load average 16-19
 (so every latency here is inflated several times): cold start 34 s, sequential p50/p99
 171/410 ms, 8 clients 724/1275 ms, 80 of 80 answers equal to the CLI's, peak RSS 852 MB, load

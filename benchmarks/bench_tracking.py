@@ -16,8 +16,9 @@ One command, ``python benchmarks/bench_tracking.py``, runs the acceptance of iss
 redkitchen, 3dmatch, iclnuim or raw-depth redkitchen, as before. ``--tracker KEY=VALUE`` overrides
 ``TrackerConfig`` fields everywhere (e.g. ``--tracker model_render=raycast mesh_scope=full``).
 
-Takes about 15 minutes on 2 idle cores (estimated from CPU times: redkitchen given 2 x ~1 min,
-estimate ~3 min; Replica given + estimate ~10 min); under load average 7-20 (issue 16's session)
+Took 700 s on 2 idle cores on 2026-12-04 (redkitchen: given 35.4 / 34.7 ms/frame, estimate
+140.0 ms/frame, ratio 4.00, ATE 2.57 cm, RPE 0.44 cm / 0.171 deg per frame; Replica: estimated
+-given +0.083 cm accuracy and completion); under load average 7-20 (issue 16's session)
 the redkitchen part took 27 min and Replica about 35. ``--skip-replica`` leaves out step 2. Times on
 a shared machine are pessimistic: the load average is printed and stored, and the tracker's stages
 are also given in CPU time.
