@@ -344,11 +344,13 @@ class MapMesh:
         vertices: (V, 3) float64 world metres.
         triangles: (F, 3) int64 vertex indices.
         colors: (V, 3) float64 in [0, 1] (grey when the file has none).
+        has_colors: whether the file has vertex colours.
     """
 
     vertices: np.ndarray
     triangles: np.ndarray
     colors: np.ndarray
+    has_colors: bool = True
 
 
 def read_map_mesh(map_dir: Path | str, map_meta: Mapping | None = None) -> MapMesh:
@@ -383,9 +385,8 @@ def read_map_mesh(map_dir: Path | str, map_meta: Mapping | None = None) -> MapMe
     if len(t) and (t.min() < 0 or t.max() >= len(v)):
         raise MapFormatError(path, "triangle indices out of range")
     c = np.asarray(mesh.vertex_colors)
-    if c.shape != v.shape:
-        c = np.full_like(v, 0.6)
-    return MapMesh(v, t, c)
+    has_colors = c.shape == v.shape
+    return MapMesh(v, t, c if has_colors else np.full_like(v, 0.6), has_colors)
 
 
 def read_map_trajectory(map_dir: Path | str, map_meta: Mapping | None = None):

@@ -117,10 +117,10 @@ def read_feature_layer(directory: Path, map_meta: dict) -> tuple[dict, FeatureGr
             raise MapFormatError(feat_npz, f"array '{name}' has non-finite values")
     if (arrays["weights"] < 0).any() or (arrays["counts"] < 0).any():
         raise MapFormatError(feat_npz, "negative weights or counts")
-    try:
-        grid = FeatureGrid.load_npz(feat_npz)
+    try:  # the arrays read and checked above, not a second read of the file
+        grid = FeatureGrid.from_arrays(voxel, arrays["keys"], arrays["embeddings"], arrays["weights"], arrays["counts"])
     except ValueError as e:  # e.g. duplicate keys
-        raise MapFormatError(feat_npz, str(e).removeprefix(f"{feat_npz}: ")) from None
+        raise MapFormatError(feat_npz, str(e)) from None
     return meta, grid
 
 

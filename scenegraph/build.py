@@ -61,7 +61,7 @@ from scenegraph.planes import (
 )
 from scenegraph.relations import Body, RelationConfig, compute_relations
 from scenegraph.segmentation import segment_surface
-from scenegraph.surface import SurfaceGraph, surface_graph_from_mesh
+from scenegraph.surface import SurfaceGraph, surface_graph
 from scenegraph.views import View, load_views
 from scenegraph.visibility import VisibilityConfig, observe_nodes
 from scenegraph.vocabulary import DEFAULT_VOCABULARY
@@ -145,12 +145,14 @@ def build_scene_graph(map_dir: Path | str, config: GraphConfig | None = None, en
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     info = read_map_info(map_dir)
-    read_map_mesh(map_dir, info)  # the mesh is the one map.json describes (not truncated or replaced)
+    mesh = read_map_mesh(map_dir, info)  # the mesh map.json describes (not truncated or replaced), read once
     voxel = float(((info.get("config") or {}).get("voxel_size_m")) or 0.02)
     node = cfg.node_size_m or max(0.02, voxel)
     warnings: list[str] = []
 
-    surf = surface_graph_from_mesh(map_dir / "mesh.ply", node)
+    if len(mesh.triangles) == 0:
+        raise ValueError(f"{map_dir / 'mesh.ply'}: no triangles in the mesh (empty map?)")
+    surf = surface_graph(mesh.vertices, mesh.triangles, mesh.colors if mesh.has_colors else None, node)
     if len(surf) < 10:
         raise ValueError(f"{map_dir}: the map's surface is empty or tiny ({len(surf)} nodes)")
     t["surface"] = time.perf_counter() - t0

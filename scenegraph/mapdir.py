@@ -28,8 +28,8 @@ from mapping.mapformat import (
 )
 from mapping.semantic_map import FEATURES_FILE, read_feature_layer
 from mapping.tsdf import TSDF_META_FILE, check_tsdf_files
-from scenegraph.graph import SCENE_GRAPH_FILE, SceneGraph
-from scenegraph.views import VIEWS_DIR, VIEWS_FILE, check_view_images, load_views
+from scenegraph.graph import SCENE_GRAPH_FILE, SCENE_GRAPH_VERSION, SceneGraph
+from scenegraph.views import VIEWS_DIR, VIEWS_FILE, VIEWS_FORMAT_VERSION, check_view_images, load_views
 
 TRACKING_FILE = "tracking.json"
 TRACKING_FIELDS = {"frames": int, "status_counts": dict, "events": list, "keyframes": list, "loops": (list, int),
@@ -181,7 +181,7 @@ def _check_views(d: Path, stages: dict, summary: MapSummary) -> None:
     check_view_images(views)
     if path.is_file():
         summary.views = len(views)
-        summary.format_versions[f"{VIEWS_DIR}/{VIEWS_FILE}"] = int(read_json_file(path)["format_version"])
+        summary.format_versions[f"{VIEWS_DIR}/{VIEWS_FILE}"] = VIEWS_FORMAT_VERSION  # load_views checked it
         summary.files += [f"{VIEWS_DIR}/{VIEWS_FILE}"] + [
             f"{VIEWS_DIR}/{p.name}" for v in views for p in (v.rgb_path, v.depth_path)
         ]
@@ -212,7 +212,7 @@ def _check_scene_graph(d: Path, summary: MapSummary) -> None:
         return
     graph = SceneGraph.load(path)
     summary.scene_graph_objects, summary.scene_graph_relations = len(graph), len(graph.relations())
-    summary.format_versions[SCENE_GRAPH_FILE] = int(read_json_file(path)["format_version"])
+    summary.format_versions[SCENE_GRAPH_FILE] = SCENE_GRAPH_VERSION  # SceneGraph.load checked it
     summary.files.append(SCENE_GRAPH_FILE)
     if (d / GRAPHML_FILE).is_file():
         _check_graphml(d / GRAPHML_FILE, len(graph), len(graph.relations()))
