@@ -267,7 +267,7 @@ class DepthStage(Stage):
 
     def _score_dropped(self, frame: Frame) -> None:
         """Filled depth vs the removed sensor depth: errors on the filled pixels, coverage of the rest."""
-        from eval.depth import depth_metrics
+        from eval.depth_metrics import depth_metrics
 
         gt = frame.dropped_depth_m
         valid = np.isfinite(gt) & (gt > 0.1) & (gt < 10.0)
@@ -298,7 +298,7 @@ class DepthStage(Stage):
                 "mean_abs_rel": float(np.mean(s.dropped_abs_rel)) if s.dropped_abs_rel else None,
                 "mean_d1": float(np.mean(s.dropped_d1)) if s.dropped_d1 else None,
                 "mean_coverage": float(np.mean(s.dropped_coverage)) if s.dropped_coverage else None,
-                "protocol": "filled depth vs the removed sensor depth (eval.depth.depth_metrics) on the pixels "
+                "protocol": "filled depth vs the removed sensor depth (eval.depth_metrics.depth_metrics) on the pixels "
                 "with both, sensor depth in (0.1, 10) m; coverage = filled share of those sensor pixels",
             }
         return out
