@@ -13,8 +13,6 @@ Frames and units: world frame of the map, metres; colours RGB in [0, 1].
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -122,21 +120,3 @@ def surface_graph(
     e = np.unique(e[:, 0] * n + e[:, 1])
     edges = np.stack([e // n, e % n], axis=1)
     return SurfaceGraph(pts, nrm, np.clip(col, 0.0, 1.0), area, edges, float(node_size_m))
-
-
-def surface_graph_from_mesh(mesh: Any, node_size_m: float) -> SurfaceGraph:
-    """:func:`surface_graph` of an Open3D mesh (legacy or tensor) or a mesh file path."""
-    import open3d as o3d
-
-    if isinstance(mesh, (str, Path)):
-        path = Path(mesh)
-        if not path.is_file():
-            raise FileNotFoundError(f"missing mesh file: {path}")
-        mesh = o3d.io.read_triangle_mesh(str(path))
-        if len(mesh.triangles) == 0:
-            raise ValueError(f"{path}: no triangles in the mesh (empty map?)")
-    if isinstance(mesh, o3d.t.geometry.TriangleMesh):
-        mesh = mesh.to_legacy()
-    vertices = np.asarray(mesh.vertices)
-    colors = np.asarray(mesh.vertex_colors) if mesh.has_vertex_colors() else None
-    return surface_graph(vertices, np.asarray(mesh.triangles), colors, node_size_m)
