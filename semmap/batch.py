@@ -607,6 +607,19 @@ def finished_record(scene: SceneSpec, out_root: Path) -> dict | None:
     return rec
 
 
+def recorded_since(scene: SceneSpec, out_root: Path, since: float) -> dict | None:
+    """The "ok" record a scene wrote at or after ``since`` (seconds, epoch) with its current
+    settings, else None: the scene finished in this run even if its result never reached us."""
+    path = Path(out_root) / scene.name / RECORD_FILE
+    try:
+        if path.stat().st_mtime < since:
+            return None
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rec if rec.get("status") == "ok" and rec.get("settings_hash") == scene.settings_hash() else None
+
+
 # ---------------------------------------------------------------------- many scenes
 @dataclass
 class BatchConfig:
@@ -739,7 +752,7 @@ def run_batch(manifest: Manifest | Path | str, out_dir: Path | str, cfg: BatchCo
     (out_dir / LOG_DIR).mkdir(exist_ok=True)
     jsonl = out_dir / "batch.jsonl"
     jsonl.write_text("")
-    t_start = time.perf_counter()
+    t_start, t_wall = time.perf_counter(), time.time()
     counts = dict.fromkeys(STATUSES, 0)
     todo: list[int] = []
     with jsonl.open("a") as sink:
@@ -769,6 +782,13 @@ def run_batch(manifest: Manifest | Path | str, out_dir: Path | str, cfg: BatchCo
         except KeyboardInterrupt as e:
             interrupted = True
             not_run = list(e.args[0]) if e.args and isinstance(e.args[0], list) else []
+            # a scene may have written its record just before Ctrl-C reached this process
+            by_name = {s.name: s for s in manifest.scenes}
+            for name in list(not_run):
+                rec = recorded_since(by_name[name], out_dir, t_wall)
+                if rec is not None:
+                    finish(rec)
+                    not_run.remove(name)
         finally:
             bar.close()
     wall = time.perf_counter() - t_start

@@ -244,3 +244,31 @@ def test_ctrl_c_writes_what_finished_and_resume_runs_only_the_rest(tmp_path, roo
 
     assert finished_record(load_manifest(manifest).scenes[0], out) is not None
     assert finished_record(changed.scenes[0], out) is None
+
+
+def test_a_scene_that_wrote_its_record_before_ctrl_c_counts_as_finished(tmp_path, room, monkeypatch):
+    """Ctrl-C can reach the driver after a scene wrote its record but before its result
+    arrived (the race CI met on Ray); the record on disk is the result."""
+    import semmap.batch as batch
+
+    scenes = [{"name": f"s{i}", "source": str(room["seq"]), "max_frames": 3} for i in range(2)]
+    manifest = write_manifest(tmp_path / "m.yaml", {"defaults": {"voxel_size_m": 0.06, "graph": False},
+                                                     "scenes": scenes})
+    real = batch.run_scene
+
+    def finishes_then_interrupted(scene, out_root, *a, **k):
+        real(scene, out_root, *a, **k)
+        raise KeyboardInterrupt  # the record is written; its return value is lost
+
+    out = tmp_path / "out"
+    # a stale record of an earlier run must not count
+    (out / "s1").mkdir(parents=True)
+    stale = {"name": "s1", "status": "ok", "settings_hash": load_manifest(manifest).scenes[1].settings_hash()}
+    (out / "s1" / batch.RECORD_FILE).write_text(json.dumps(stale))
+    os.utime(out / "s1" / batch.RECORD_FILE, (1e9, 1e9))
+    monkeypatch.setattr(batch, "run_scene", finishes_then_interrupted)
+    summary = run_batch(manifest, out, BatchConfig(serial=True, progress=False))
+    assert summary.interrupted and summary.not_run == ["s1"]
+    doc = json.loads((out / "batch.json").read_text())
+    assert [(r["name"], r["status"]) for r in doc["scenes"]] == [("s0", "ok")]
+    assert doc["scenes"][0]["metrics"]["frames_integrated"] == 3
