@@ -26,7 +26,8 @@ re-encoding (:func:`refuse_features`). Redkitchen, lite, segments, 80 x 60 featu
 Measured on 7-Scenes redkitchen (640 x 480 Kinect v1, the first 1000 frames,
 ``benchmarks/bench_loop_closure.py``): 146 kB per frame (depth ~90 kB, JPEG ~55 kB), i.e.
 142 MB per 1000 frames; encoding took 10-20 ms per frame on a lightly loaded core (zlib ~10 ms,
-JPEG 2-10 ms) and 69 ms at a load average of 15 on the shared 2-core machine. (Full-resolution
+JPEG 2-10 ms) and 69 ms at a load average of 15 on the shared 2-core machine; it runs on a
+background thread (:class:`FrameStore`), off the mapping loop. (Full-resolution
 float32 frames would take 2.1 MB each, 2 GB per 1000.) Memory is bounded by
 ``max_mb``: when the store exceeds it, every other retained frame is dropped and from then on
 only every second new frame is kept (repeated as needed, like the views stage), so a long
@@ -39,6 +40,7 @@ import io
 import time
 import zlib
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,21 +175,58 @@ class RetainedFrame:
         )
 
 
+MAX_PENDING_FRAMES = 4
+"""At most this many frames wait for compression (about 2 MB each at 640 x 480); ``add`` then waits."""
+
+
 class FrameStore:
-    """The integrated frames of one mapping run, compressed, in integration order (bounded by ``max_mb``)."""
+    """The integrated frames of one mapping run, compressed, in integration order (bounded by ``max_mb``).
+
+    Frames are compressed on one background thread (zlib and JPEG release the GIL), so ``add``
+    costs the mapping loop only the checks; ``frames`` waits for what is still being encoded.
+    The frames handed to ``add`` must not be modified afterwards (the pipeline never does).
+    """
 
     def __init__(self, config: RetentionConfig | None = None) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self.config = config or RetentionConfig()
-        self.frames: list[RetainedFrame] = []
+        self._entries: list[Future | RetainedFrame] = []
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-store")
         self.keep_every = 1
         """Only every ``keep_every``-th offered frame is kept (doubles each time the store thins)."""
         self.offered = 0
         self.thinned = 0
-        self.nbytes = 0
         self.encode_seconds = 0.0
+        """Seconds spent compressing, on the background thread."""
+
+    def _encode(self, frame: Frame, weight: float | np.ndarray) -> RetainedFrame:
+        t0 = time.perf_counter()
+        r = RetainedFrame.encode(frame, weight, self.config)
+        self.encode_seconds += time.perf_counter() - t0  # one worker thread: no race
+        return r
+
+    def _resolve_done(self) -> None:
+        """Replace finished encodings by their frames (re-raising an encoding error)."""
+        for i, e in enumerate(self._entries):
+            if isinstance(e, Future) and e.done():
+                self._entries[i] = e.result()
+
+    @property
+    def frames(self) -> list[RetainedFrame]:
+        """The retained frames (waits for the ones still being compressed)."""
+        self._entries = [e.result() if isinstance(e, Future) else e for e in self._entries]
+        return list(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held; frames still being compressed count as the mean of the finished ones."""
+        done = [e.nbytes for e in self._entries if not isinstance(e, Future)]
+        pending = len(self._entries) - len(done)
+        return int(sum(done) + (pending * sum(done) / len(done) if done else 0))
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self._entries)
 
     def __iter__(self) -> Iterator[RetainedFrame]:
         return iter(self.frames)
@@ -198,27 +237,32 @@ class FrameStore:
         self.offered += 1
         if k % self.keep_every:
             return
-        t0 = time.perf_counter()
-        r = RetainedFrame.encode(frame, weight, self.config)
-        self.encode_seconds += time.perf_counter() - t0
-        self.frames.append(r)
-        self.nbytes += r.nbytes
-        while self.nbytes > self.config.max_mb * 2**20 and len(self.frames) > 1:
-            self.frames = self.frames[::2]
-            self.nbytes = sum(f.nbytes for f in self.frames)
+        where = frame.name or f"frame {frame.index}"
+        if frame.depth is None or frame.T_world_cam is None:
+            raise ValueError(f"{where}: only integrated frames (with depth and pose) can be retained")
+        if np.ndim(weight) != 0 and np.shape(weight) != frame.camera.shape:
+            raise ValueError(f"{where}: weight map {np.shape(weight)} does not match the frame {frame.camera.shape}")
+        self._resolve_done()
+        pending = [i for i, e in enumerate(self._entries) if isinstance(e, Future)]
+        if len(pending) >= MAX_PENDING_FRAMES:  # the encoder fell behind: wait, so raw frames do not pile up
+            self._entries[pending[0]] = self._entries[pending[0]].result()
+        self._entries.append(self._pool.submit(self._encode, frame, weight))
+        while self.nbytes > self.config.max_mb * 2**20 and len(self._entries) > 1:
+            self._entries = self._entries[::2]
             self.keep_every *= 2
             self.thinned += 1
 
     def describe(self) -> dict:
-        """Counts and memory, for map metadata."""
+        """Counts and memory, for map metadata (waits for the frames still being compressed)."""
         n = len(self.frames)
+        nbytes = self.nbytes
         return {
             "frames": n,
             "frames_offered": self.offered,
             "keep_every": self.keep_every,
             "thinned": self.thinned,
-            "bytes": int(self.nbytes),
-            "bytes_per_frame": float(self.nbytes / n) if n else 0.0,
+            "bytes": int(nbytes),
+            "bytes_per_frame": float(nbytes / n) if n else 0.0,
             "encode_seconds": self.encode_seconds,
             "depth_unit_m": self.config.depth_unit_m,
             "max_mb": self.config.max_mb,

@@ -26,6 +26,11 @@ class LoopClosureConfig:
     """At most this many (most similar) older keyframes are verified per keyframe."""
     max_candidates: int = 200
     """At most this many candidate pairs are verified in total (most similar first)."""
+    downsample: int = 2
+    """Integer reduction of the keyframe images that loops are verified and weighted on (``finalize``, off the
+    per-frame path), independent of ``TrackerConfig.downsample``: each keyframe keeps a second image at this
+    factor when tracking uses another (about 0.4 ms per frame on redkitchen). At 4 a keyframe aligned to itself
+    reaches fitness 0.58 (0.80 at 2) against ``min_fitness`` 0.5: redkitchen verified 20 loops at 4, 42 at 2."""
     iterations: tuple[int, ...] = (10, 10, 10)
     """Gauss-Newton iterations per pyramid level of the verifying dense alignment, coarsest first."""
     min_fitness: float = 0.5
@@ -50,6 +55,8 @@ class LoopClosureConfig:
     """``finalize`` returns None (nothing changed) when no keyframe moved by more than this, metres."""
 
     def __post_init__(self) -> None:
+        if int(self.downsample) != self.downsample or self.downsample < 1:
+            raise ValueError(f"loop downsample must be a positive integer, got {self.downsample}")
         if self.min_frame_gap < 1:
             raise ValueError(f"min_frame_gap must be >= 1, got {self.min_frame_gap}")
         if not 0.0 < self.min_fitness <= 1.0:
@@ -82,16 +89,22 @@ class TrackerConfig:
     information (1 = a single plane seen head-on). Directions whose point-to-plane eigenvalue is well above it
     follow the depth-only alignment, those well below it the depth + intensity alignment. Redkitchen 1000
     frames, before the half-pixel integration fix: ATE 2.92 cm at 0.02, 2.48 cm at 0.05, 2.60 cm at 0.2."""
-    downsample: int = 2
+    downsample: int = 4
     """Integer factor by which depth/colour are reduced before alignment (1 = full resolution; 2 = half); the
     map is still integrated at full resolution. Every per-pixel cost of tracking (render, both odometry losses,
-    scoring) scales with 1 / downsample^2. 4 is the fast choice: redkitchen 400 frames against the 2 cm map
-    (issue 16, under load) ATE 2.23 cm at 4 vs 2.29 cm at 2, but RPE 0.70 vs 0.46 cm per frame, ICL-NUIM 5 frames
-    max error 0.67 vs 0.25 cm, and scores drop with the resolution (normal-map borders and holes are a larger
-    share of a 160x120 image: a keyframe aligned to itself has fitness 0.58 at 4, 0.80 at 2, against
-    ``min_fitness`` 0.5 here and in loop verification)."""
-    iterations: tuple[int, ...] = (6, 4, 3)
-    """Gauss-Newton iterations per pyramid level, coarsest first (its length is the number of levels)."""
+    scoring) scales with 1 / downsample^2. Redkitchen 1000 frames against the 2 cm map (tracker only, issue 16,
+    under load average 4): ATE 2.61 cm at 4 vs 2.57 cm at 2, RPE 0.63 vs 0.43 cm and 0.26 vs 0.17 deg per frame,
+    tracking 47 vs 176 ms per frame (with ``iterations`` (6, 4, 3); (8, 6) at 4: ATE 2.58 cm, RPE 0.54 cm and
+    0.21 deg). 4 is the default because it is the most accurate factor that tracks at
+    mapping rate (``benchmarks/bench_tracking.py``); 2 is the more accurate choice per frame. Loops are verified
+    on keyframe images of their own resolution (``LoopClosureConfig.downsample``), since at 4 a keyframe aligned
+    to itself reaches only fitness 0.58 (0.80 at 2)."""
+    iterations: tuple[int, ...] = (8, 6)
+    """Gauss-Newton iterations per pyramid level, coarsest first (its length is the number of levels). With
+    ``downsample`` 4 two levels (80 x 60 and 160 x 120 for a 640 x 480 frame) start as coarse as three did at 2;
+    a third, 40 x 30 level lets point-to-plane slide on larger motion: redkitchen frames 0-60 and back at a
+    stride of 6, downsample 4, point-to-plane: max error 10-13 cm with (6, 4, 3), 2.2 cm with (8, 6) and
+    4.2 cm with (6, 4); all 1000 frames, fused: ATE 2.58 cm (8, 6), 2.56 cm (6, 4), 2.61 cm (6, 4, 3)."""
     depth_min_m: float = 0.1
     """Frame depth below this is ignored for alignment, metres."""
     depth_max_m: float = 4.0
@@ -155,9 +168,12 @@ class TrackerConfig:
     """"mesh" rendering: "local" meshes only the blocks around the last tracked view (dilated by
     ``mesh_local_dilation_blocks``), so a rebuild costs what the view holds rather than what the map holds;
     "full" meshes the whole map at every rebuild (its cost grows with the map)."""
-    mesh_local_dilation_blocks: int = 1
+    mesh_local_dilation_blocks: int = 0
     """"local" mesh: also mesh the allocated blocks within this many blocks of the view's blocks (1 block =
-    ``block_resolution`` voxels, 16 cm at 1 cm), so the next frames' views stay covered."""
+    ``block_resolution`` voxels, 32 cm at 2 cm), so the next frames' views stay covered. Redkitchen 1000 frames
+    (downsample 4, under load): 0 meshes 143 instead of 246 blocks per rebuild (mesh_build 6.9 vs 17.0 ms per
+    frame) at ATE 2.63 vs 2.61 cm; the rebuild on motion (``mesh_refresh_m`` / ``mesh_refresh_deg``) keeps
+    the view covered."""
     model_integrate_full_resolution: bool = True
     """Integrate the full-resolution frame into the own model; False integrates the reduced tracking image
     (``downsample``; cheaper)."""

@@ -36,10 +36,16 @@ def reduced_camera(camera: Camera, factor: int) -> Camera:
     return cropped.scaled(1.0 / factor)
 
 
-def _blocks(image: np.ndarray, factor: int) -> np.ndarray:
-    """(f * f, H // f, W // f, ...) stack of the f x f sub-sampled grids of an image cropped to a multiple of f."""
+def _block_reduce(image: np.ndarray, factor: int, op: np.ufunc, dtype=None) -> np.ndarray:
+    """``op`` (a binary ufunc: add, maximum, minimum) over each f x f block of an image cropped to a
+    multiple of f: (H // f, W // f, ...), accumulated over the f^2 strided sub-grids in place."""
     image = crop_to_multiple(image, factor)
-    return np.stack([image[i::factor, j::factor] for i in range(factor) for j in range(factor)])
+    out = np.array(image[0::factor, 0::factor], dtype=dtype or image.dtype)
+    for i in range(factor):
+        for j in range(factor):
+            if i or j:
+                op(out, image[i::factor, j::factor], out=out)
+    return out
 
 
 def downsample_depth(depth_m: np.ndarray, factor: int, max_step_m: float = DEPTH_BLOCK_MAX_STEP_M) -> np.ndarray:
@@ -52,16 +58,15 @@ def downsample_depth(depth_m: np.ndarray, factor: int, max_step_m: float = DEPTH
     Returns:
         (H // f, W // f) float32 depth in metres, 0 = invalid.
     """
-    d = np.nan_to_num(np.asarray(depth_m, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    d[d < 0] = 0.0
+    d = np.asarray(depth_m, dtype=np.float32)
+    d = np.where(d > 0, d, np.float32(0.0))  # NaN compares False: invalid
+    d[~np.isfinite(d)] = 0.0
     if factor == 1:
         return d
-    blocks = _blocks(d, factor)
-    valid = blocks > 0
-    count = valid.sum(axis=0)
-    mean = blocks.sum(axis=0) / np.maximum(count, 1)
-    hi = blocks.max(axis=0)
-    lo = np.where(valid, blocks, np.float32(np.inf)).min(axis=0)
+    count = _block_reduce(d > 0, factor, np.add, np.int32)
+    mean = _block_reduce(d, factor, np.add) / np.maximum(count, 1)
+    hi = _block_reduce(d, factor, np.maximum)
+    lo = _block_reduce(np.where(d > 0, d, np.float32(np.inf)), factor, np.minimum)
     keep = (count > 0) & (hi - lo <= max_step_m)
     return np.where(keep, mean, 0.0).astype(np.float32)
 
@@ -70,14 +75,14 @@ def downsample_rgb(rgb: np.ndarray, factor: int) -> np.ndarray:
     """(H, W, 3) uint8 -> (H // f, W // f, 3) float32 in [0, 1], block-averaged."""
     if factor == 1:
         return np.asarray(rgb, dtype=np.float32) / 255.0
-    total = _blocks(np.asarray(rgb), factor).sum(axis=0, dtype=np.float32)
-    return total / np.float32(255.0 * factor * factor)
+    total = _block_reduce(np.asarray(rgb), factor, np.add, np.float32)
+    return total * np.float32(1.0 / (255.0 * factor * factor))
 
 
 def clip_depth(depth_m: np.ndarray, depth_min_m: float, depth_max_m: float) -> np.ndarray:
     """Depth with values outside [depth_min_m, depth_max_m] (and non-finite) set to 0."""
-    d = np.nan_to_num(np.asarray(depth_m, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    return np.where((d >= depth_min_m) & (d <= depth_max_m), d, 0.0).astype(np.float32)
+    d = np.asarray(depth_m, dtype=np.float32)
+    return np.where((d >= depth_min_m) & (d <= depth_max_m), d, np.float32(0.0))  # NaN compares False
 
 
 def valid_fraction(depth_m: np.ndarray) -> float:

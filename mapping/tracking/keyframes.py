@@ -1,7 +1,8 @@
 """Keyframes: what the tracker keeps of selected frames for recovery and loop closure.
 
-Each keyframe holds its reduced RGB-D image (frame-to-frame fallback,
-relocalisation, loop verification and pose-graph information), a global thumbnail
+Each keyframe holds its reduced RGB-D image (frame-to-frame fallback and
+relocalisation at the tracking resolution; loop verification and pose-graph
+information at the loop-closure resolution, a second image when the two differ), a global thumbnail
 descriptor (loop and relocalisation candidates), and optionally the original
 ``Frame`` (re-integration after a loop closure).
 """
@@ -14,7 +15,7 @@ import numpy as np
 
 from mapping.keyframes import moved_enough
 from mapping.tracking.config import TrackerConfig
-from mapping.tracking.images import AlignImage, downsample_rgb
+from mapping.tracking.images import AlignImage, downsample_rgb, prepare_frame_image
 from sensors.frame import Frame
 
 DESCRIPTOR_GRID = (12, 16)
@@ -71,9 +72,12 @@ class Keyframe:
         frame_index: ``Frame.index`` of the frame.
         seq: position of the frame in the tracked sequence (0-based count of ``track`` calls).
         T_world_cam: (4, 4) float64 pose; tracked, then replaced by ``finalize`` after a loop closure.
-        image: reduced depth image used for alignment (with colour for the "hybrid" loss).
+        image: reduced depth image at the tracking resolution (frame-to-frame fallback, relocalisation;
+            with colour for the "hybrid" loss).
         descriptor: (D,) float32 unit-norm thumbnail descriptor.
         frame: the original frame when ``TrackerConfig.keep_keyframe_frames``, else None.
+        loop_image: the image loops are verified on (``LoopClosureConfig.downsample``); ``image``
+            itself when the two factors agree.
     """
 
     frame_index: int
@@ -82,6 +86,11 @@ class Keyframe:
     image: AlignImage
     descriptor: np.ndarray
     frame: Frame | None = None
+    loop_image: AlignImage | None = None
+
+    def __post_init__(self) -> None:
+        if self.loop_image is None:
+            self.loop_image = self.image
 
 
 def make_keyframe(frame: Frame, seq: int, T_world_cam: np.ndarray, image: AlignImage, config: TrackerConfig) -> Keyframe:
@@ -94,6 +103,10 @@ def make_keyframe(frame: Frame, seq: int, T_world_cam: np.ndarray, image: AlignI
         image = AlignImage(image.depth_m, image.camera, downsample_rgb(frame.rgb, config.downsample))
     elif not config.uses_color and image.color is not None:
         image = AlignImage(image.depth_m, image.camera)
+    loop_image = image
+    if config.loop.enabled and config.loop.downsample != config.downsample:
+        loop_image = prepare_frame_image(frame.rgb, frame.depth, frame.camera, config.loop.downsample,
+                                         config.depth_min_m, config.depth_max_m, with_color=config.uses_color)
     return Keyframe(
         frame_index=int(frame.index),
         seq=seq,
@@ -101,6 +114,7 @@ def make_keyframe(frame: Frame, seq: int, T_world_cam: np.ndarray, image: AlignI
         image=image,
         descriptor=thumbnail_descriptor(image.depth_m, frame.rgb),
         frame=frame if config.keep_keyframe_frames else None,
+        loop_image=loop_image,
     )
 
 

@@ -91,17 +91,17 @@ def information_matrix(source: Keyframe, target: Keyframe, T_target_source: np.n
     o3c = o3d.core
 
     def depth_image(kf: Keyframe):
-        return o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(kf.image.depth_m[..., None])))
+        return o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(kf.loop_image.depth_m[..., None])))
 
     try:
         info = o3d.t.pipelines.odometry.compute_odometry_information_matrix(
             depth_image(source),
             depth_image(target),
-            o3c.Tensor(source.image.camera.K, dtype=o3c.float64),
+            o3c.Tensor(source.loop_image.camera.K, dtype=o3c.float64),
             o3c.Tensor(T_target_source, dtype=o3c.float64),
             max_distance_m,
             1.0,
-            float(max(source.image.depth_m.max(), target.image.depth_m.max()) + 1.0),
+            float(max(source.loop_image.depth_m.max(), target.loop_image.depth_m.max()) + 1.0),
         )
     except RuntimeError:
         return np.eye(6)
@@ -122,9 +122,9 @@ def verify_loop(
     odometry_config = replace(tracker_config, iterations=config.iterations)
     # the tracker's own loss where both keyframes kept colour: depth alone slides along
     # degenerate surfaces (rows of cabinets) and would bias the loop edge the same way
-    with_color = source.image.color is not None and target.image.color is not None
+    with_color = source.loop_image.color is not None and target.loop_image.color is not None
     method = tracker_config.method if with_color else "point_to_plane"
-    a = align(source.image, target.image, T_init, odometry_config, method)
+    a = align(source.loop_image, target.loop_image, T_init, odometry_config, method)
     if not a.converged or a.fitness < config.min_fitness or a.residual_m > config.max_residual_m:
         return None
     dt, dr = pose_difference(T_init, a.T_target_source)
