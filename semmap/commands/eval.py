@@ -197,17 +197,21 @@ def recon_metrics(args: argparse.Namespace) -> ReconMetrics:
     )
 
 
+def _print_report(summary: str, out: Path, paths: list[Path]) -> int:
+    """Print a metrics summary, then the report folder ``out`` and each file written there; exit status 0."""
+    print(summary)
+    print(f"wrote report to {out}/")
+    for p in paths:
+        print(f"  {p}")
+    return 0
+
+
 def cmd_eval_recon(args: argparse.Namespace) -> int:
     from eval.report import write_recon_report
 
     metrics = recon_metrics(args)
     out = args.out or (args.recon if args.recon.is_dir() else args.recon.parent)
-    paths = write_recon_report(metrics, out)
-    print(metrics.summary())
-    print(f"wrote report to {out}/")
-    for p in paths:
-        print(f"  {p}")
-    return 0
+    return _print_report(metrics.summary(), out, write_recon_report(metrics, out))
 
 
 def cmd_eval_traj(args: argparse.Namespace) -> int:
@@ -218,12 +222,7 @@ def cmd_eval_traj(args: argparse.Namespace) -> int:
         args.estimate, args.reference, align=args.align, delta=args.delta, max_time_diff=args.max_time_diff
     )
     out = args.out or args.estimate.parent
-    paths = write_traj_report(metrics, out)
-    print(metrics.summary())
-    print(f"wrote report to {out}/")
-    for p in paths:
-        print(f"  {p}")
-    return 0
+    return _print_report(metrics.summary(), out, write_traj_report(metrics, out))
 
 
 def cmd_eval_depth(args: argparse.Namespace) -> int:
@@ -311,9 +310,4 @@ def cmd_eval_semantic(args: argparse.Namespace) -> int:
         sample_spacing_m=args.sample_spacing,
     )
     out = args.out or args.map
-    paths = write_semantic_report(result, out)
-    print(result.summary())
-    print(f"wrote report to {out}/")
-    for p in paths:
-        print(f"  {p}")
-    return 0
+    return _print_report(result.summary(), out, write_semantic_report(result, out))
