@@ -19,6 +19,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,20 @@ def plot_traj_errors(metrics: TrajMetrics, path: Path | str, *, up_axis: int | N
     return _save_figure(fig, Path(path))
 
 
+def _write_metrics_report(
+    metrics: ReconMetrics | TrajMetrics,
+    out: Path,
+    name: str,
+    plot: Callable[..., Path],
+    plot_kwargs: dict[str, Any],
+) -> list[Path]:
+    """``<name>_metrics.json`` in ``out`` and, when ``metrics.errors`` is kept, ``plot``'s ``<name>_errors.png``."""
+    paths = [write_json(metrics, out / f"{name}_metrics.json")]
+    if metrics.errors is not None:
+        paths.append(plot(metrics, out / f"{name}_errors.png", **plot_kwargs))
+    return paths
+
+
 def write_recon_report(
     metrics: ReconMetrics, out_dir: Path | str, *, name: str = "recon", **plot_kwargs: Any
 ) -> list[Path]:
@@ -236,11 +251,7 @@ def write_recon_report(
 
     ``plot_kwargs`` go to :func:`plot_recon_errors`. Returns the written paths.
     """
-    out = Path(out_dir)
-    paths = [write_json(metrics, out / f"{name}_metrics.json")]
-    if metrics.errors is not None:
-        paths.append(plot_recon_errors(metrics, out / f"{name}_errors.png", **plot_kwargs))
-    return paths
+    return _write_metrics_report(metrics, Path(out_dir), name, plot_recon_errors, plot_kwargs)
 
 
 def write_traj_report(
@@ -250,8 +261,4 @@ def write_traj_report(
 
     ``plot_kwargs`` go to :func:`plot_traj_errors`. Returns the written paths.
     """
-    out = Path(out_dir)
-    paths = [write_json(metrics, out / f"{name}_metrics.json")]
-    if metrics.errors is not None:
-        paths.append(plot_traj_errors(metrics, out / f"{name}_errors.png", **plot_kwargs))
-    return paths
+    return _write_metrics_report(metrics, Path(out_dir), name, plot_traj_errors, plot_kwargs)
