@@ -176,6 +176,21 @@ def write_query_outputs(
     return paths
 
 
+def _rank_label(ax, x: float, y: float, rank: int) -> None:
+    """Write a region's rank (1 = best) at plot coordinates ``(x, y)`` of ``ax``: bold, on a white box."""
+    ax.text(
+        x,
+        y,
+        str(rank),
+        color="black",
+        fontsize=10,
+        weight="bold",
+        ha="center",
+        va="center",
+        bbox=dict(facecolor="white", alpha=0.8, pad=1, lw=0),
+    )
+
+
 def _plot(smap, result, regions, verts, colours, poses, camera, lo, hi, path: Path) -> Path:
     from matplotlib import cm
     from matplotlib.colors import Normalize
@@ -201,17 +216,7 @@ def _plot(smap, result, regions, verts, colours, poses, camera, lo, hi, path: Pa
             color="white" if r.rank > 1 else "magenta",
             lw=1.5,
         )
-        ax.text(
-            r.centroid @ e1,
-            r.centroid @ e2,
-            str(r.rank),
-            color="black",
-            fontsize=10,
-            weight="bold",
-            ha="center",
-            va="center",
-            bbox=dict(facecolor="white", alpha=0.8, pad=1, lw=0),
-        )
+        _rank_label(ax, r.centroid @ e1, r.centroid @ e2, r.rank)
     cams = poses[:, :3, 3]
     ax.plot(cams @ e1, cams @ e2, color="k", lw=0.6, alpha=0.5, label="camera path")
     ax.set_aspect("equal", adjustable="datalim")
@@ -240,17 +245,7 @@ def _plot(smap, result, regions, verts, colours, poses, camera, lo, hi, path: Pa
             cu, _ = cam.project((T_cam_world[:3, :3] @ r.centroid + T_cam_world[:3, 3])[None])
             if not cam.in_image(cu)[0]:
                 continue
-            ax.text(
-                cu[0, 0],
-                cu[0, 1],
-                str(r.rank),
-                color="black",
-                fontsize=10,
-                weight="bold",
-                ha="center",
-                va="center",
-                bbox=dict(facecolor="white", alpha=0.8, pad=1, lw=0),
-            )
+            _rank_label(ax, cu[0, 0], cu[0, 1], r.rank)
         ax.set_xlim(0, cam.width)
         ax.set_ylim(cam.height, 0)
         ax.set_title(f"camera view (trajectory pose {view}); 1 = best region", fontsize=10)
