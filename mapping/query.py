@@ -145,23 +145,40 @@ class QueryConfig:
         return replace(self, reference_names=defaults["reference_names"])
 
 
-def region_fields(
-    rank: int, score: float, centroid: np.ndarray, bbox_min: np.ndarray, bbox_max: np.ndarray, voxel_count: int
-) -> dict:
-    """The JSON fields every 3D query answer shares (``semmap query --json``): rank, score,
-    centroid, bbox_min, bbox_max (world frame, metres) and voxel_count, as plain types."""
-    return {
-        "rank": int(rank),
-        "score": float(score),
-        "centroid": [float(x) for x in centroid],
-        "bbox_min": [float(x) for x in bbox_min],
-        "bbox_max": [float(x) for x in bbox_max],
-        "voxel_count": int(voxel_count),
-    }
+@dataclass
+class RankedAnswer:
+    """What every 3D query answer shares (``semmap query`` prints and serialises voxel
+    regions and scene-graph objects alike).
+
+    Attributes:
+        rank: 1 for the best answer.
+        score: how well it answers the query, in (0, 1).
+        centroid: (3,) world-frame centre, metres.
+        bbox_min, bbox_max: (3,) axis-aligned box, world frame, metres.
+        voxel_count: voxels (or surface nodes) in it.
+    """
+
+    rank: int
+    score: float
+    centroid: np.ndarray
+    bbox_min: np.ndarray
+    bbox_max: np.ndarray
+    voxel_count: int
+
+    def to_dict(self) -> dict:
+        """The shared fields (``semmap query --json``) as plain JSON types."""
+        return {
+            "rank": int(self.rank),
+            "score": float(self.score),
+            "centroid": [float(x) for x in self.centroid],
+            "bbox_min": [float(x) for x in self.bbox_min],
+            "bbox_max": [float(x) for x in self.bbox_max],
+            "voxel_count": int(self.voxel_count),
+        }
 
 
 @dataclass
-class Region:
+class Region(RankedAnswer):
     """One ranked answer to a query: a connected group of relevant voxels.
 
     Attributes:
@@ -174,21 +191,12 @@ class Region:
         voxels: (voxel_count,) rows of the feature grid in the region.
     """
 
-    rank: int
-    score: float
-    centroid: np.ndarray
-    bbox_min: np.ndarray
-    bbox_max: np.ndarray
-    voxel_count: int
     max_relevancy: float
     voxels: np.ndarray = field(repr=False)
 
     def to_dict(self) -> dict:
         """Plain JSON types (no voxel list)."""
-        return {
-            **region_fields(self.rank, self.score, self.centroid, self.bbox_min, self.bbox_max, self.voxel_count),
-            "max_relevancy": float(self.max_relevancy),
-        }
+        return {**super().to_dict(), "max_relevancy": float(self.max_relevancy)}
 
     def contains(self, point: np.ndarray) -> bool:
         """True if a world point (metres) lies in the region's box."""

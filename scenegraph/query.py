@@ -64,7 +64,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mapping.query import region_fields
+from mapping.query import RankedAnswer
 from scenegraph.graph import SCENE_GRAPH_FILE, SceneGraph, SceneObject
 
 RELATION_PHRASES: dict[str, tuple[str, ...]] = {
@@ -174,20 +174,14 @@ def parse_query(text: str) -> ParsedQuery:
 
 
 @dataclass
-class ObjectResult:
+class ObjectResult(RankedAnswer):
     """One answer: an object of the scene graph (the subject, for relational queries).
 
     ``rank``, ``score``, ``centroid``, ``bbox_min``, ``bbox_max`` and ``voxel_count`` (here:
-    the object's surface nodes) mean what they mean in ``mapping.query.Region``, so the
-    same printing and JSON serve both kinds of query.
+    the object's surface nodes) are those of ``mapping.query.RankedAnswer``, as in
+    ``mapping.query.Region``, so the same printing and JSON serve both kinds of query.
     """
 
-    rank: int
-    score: float
-    centroid: np.ndarray
-    bbox_min: np.ndarray
-    bbox_max: np.ndarray
-    voxel_count: int
     object_id: int
     name: str
     label: str
@@ -200,7 +194,7 @@ class ObjectResult:
 
     def to_dict(self) -> dict:
         d = {
-            **region_fields(self.rank, self.score, self.centroid, self.bbox_min, self.bbox_max, self.voxel_count),
+            **super().to_dict(),
             "object_id": int(self.object_id),
             "name": self.name,
             "label": self.label,
