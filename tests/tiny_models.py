@@ -8,10 +8,14 @@
   tests/mapping/test_encoders_clip.py (a real BPE vocabulary cannot be made offline).
 - :func:`save_tiny_sam`: SAM (2-layer ViT at 64 px, 16-channel prompt encoder and mask
   decoder) with its image processor; loads with ``sam:<dir>`` (``scenegraph.masks``).
+- :func:`save_tiny_openclip`: an open_clip ViT (1 layer, patch 16 at 32 px, joint dim 16)
+  registered under a name and saved as a checkpoint; loads with ``openclip:<name>/<ckpt>``.
+  open_clip is optional: :func:`open_clip_or_reason` says why it does not import.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 DEPTHCLIP_WORDS = (
@@ -124,6 +128,45 @@ def save_tiny_sam(path: Path, seed: int = 0) -> Path:
     processor = ImageProcessor(size={"longest_edge": 64}, pad_size={"height": 64, "width": 64})
     SamProcessor(image_processor=processor).save_pretrained(path)
     return path
+
+
+def open_clip_or_reason():
+    """``(open_clip, "")``, or ``(None, why)`` where open_clip does not import (for ``skipif``)."""
+    try:
+        import open_clip
+
+        return open_clip, ""
+    except Exception as e:  # noqa: BLE001 - a mismatched torchvision raises RuntimeError/OSError too
+        return None, f"open_clip does not import here: {type(e).__name__}: {e}"
+
+
+TINY_OPENCLIP_CONFIG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+"""open_clip model config of :func:`save_tiny_openclip` (joint embedding dim 16)."""
+
+
+def save_tiny_openclip(path: Path, name: str, seed: int = 0):
+    """Register :data:`TINY_OPENCLIP_CONFIG` with open_clip as architecture ``name`` (its JSON in
+    ``path/configs``), create it seeded and save its state dict as ``path/tiny.pt``.
+
+    Returns:
+        (model, checkpoint path); ``openclip:<name>/<checkpoint>`` loads it.
+    """
+    import open_clip
+    import torch
+
+    path = Path(path)
+    (path / "configs").mkdir()
+    (path / "configs" / f"{name}.json").write_text(json.dumps(TINY_OPENCLIP_CONFIG))
+    open_clip.add_model_config(path / "configs")
+    torch.manual_seed(seed)
+    model = open_clip.create_model(name)
+    ckpt = path / "tiny.pt"
+    torch.save(model.state_dict(), ckpt)
+    return model, ckpt
 
 
 _SAVED: dict[tuple, Path] = {}

@@ -4,24 +4,13 @@ and the install hint is checked instead."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from mapping.encoders import load_encoder
 from mapping.encoders.openclip import parse_openclip_argument
-
-
-def open_clip_or_reason():
-    try:
-        import open_clip
-
-        return open_clip, ""
-    except Exception as e:  # noqa: BLE001 - a mismatched torchvision raises RuntimeError/OSError too
-        return None, f"open_clip does not import here: {type(e).__name__}: {e}"
-
+from tests.tiny_models import open_clip_or_reason, save_tiny_openclip
 
 OPEN_CLIP, WHY = open_clip_or_reason()
 
@@ -59,18 +48,7 @@ def test_missing_open_clip_says_how_to_install():
 @pytest.mark.skipif(OPEN_CLIP is None, reason=WHY or "open_clip unavailable")
 def test_tiny_openclip_model_from_a_checkpoint(tmp_path):
     """A tiny architecture registered from a JSON config, saved as a checkpoint, loaded by path."""
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "semmap-tiny-vit.json").write_text(json.dumps(cfg))
-    OPEN_CLIP.add_model_config(tmp_path / "configs")
-    torch.manual_seed(0)
-    model = OPEN_CLIP.create_model("semmap-tiny-vit")
-    ckpt = tmp_path / "tiny.pt"
-    torch.save(model.state_dict(), ckpt)
+    model, ckpt = save_tiny_openclip(tmp_path, "semmap-tiny-vit")
 
     enc = load_encoder(f"openclip:semmap-tiny-vit/{ckpt}")
     rng = np.random.default_rng(0)

@@ -26,6 +26,7 @@ from semmap.stages.semantic import SemanticConfig, SemanticStage
 from sensors import open_source
 from sensors.base import FrameSource
 from tests.conftest import DATA_ROOT, data_path
+from tests.tiny_models import open_clip_or_reason, save_tiny_openclip
 
 OBJECTS = json.loads((Path(__file__).resolve().parents[1] / "data" / "redkitchen_objects.json").read_text())
 MUG = next(o for o in OBJECTS["objects"] if o["id"] == "mug_white")
@@ -322,33 +323,12 @@ def test_patches_need_a_vit_encoder(tmp_path, capsys):
     assert rc == 2 and "use --features crops" in capsys.readouterr().err
 
 
-def open_clip_or_reason():
-    try:
-        import open_clip
-
-        return open_clip, ""
-    except Exception as e:  # noqa: BLE001 - a mismatched torchvision raises more than ImportError
-        return None, f"open_clip does not import here: {type(e).__name__}: {e}"
-
-
 OPEN_CLIP, WHY_NO_OPEN_CLIP = open_clip_or_reason()
 
 
 @pytest.mark.skipif(OPEN_CLIP is None, reason=WHY_NO_OPEN_CLIP or "open_clip unavailable")
 def test_openclip_encoder_maps_and_queries_end_to_end(tmp_path, capsys):
-    import torch
-
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    (tmp_path / "configs").mkdir()
-    (tmp_path / "configs" / "semmap-tiny-map.json").write_text(json.dumps(cfg))
-    OPEN_CLIP.add_model_config(tmp_path / "configs")
-    torch.manual_seed(0)
-    ckpt = tmp_path / "tiny.pt"
-    torch.save(OPEN_CLIP.create_model("semmap-tiny-map").state_dict(), ckpt)
+    _, ckpt = save_tiny_openclip(tmp_path, "semmap-tiny-map")
     spec = f"openclip:semmap-tiny-map/{ckpt}"
     out = tmp_path / "map"
     rc = main(["map", f"7scenes:{data_path('7scenes-redkitchen')}", "--out", str(out), "--stride", "100",
