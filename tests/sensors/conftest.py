@@ -22,3 +22,9 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> GeneratedData:
 def dataset(kind: str, generated: GeneratedData, name: str, *parts: str) -> Path:
     """``kind`` "real": the folder in the shared data (skips when absent); "generated": its stand-in."""
     return data_path(name, *parts) if kind == "real" else generated.path(name, *parts)
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def kitchen_any(request: pytest.FixtureRequest, generated: GeneratedData) -> Path:
+    """Redkitchen, or its generated stand-in (frames 0-5, 10-110 every 10, 55; tests/sensors/minidata.py)."""
+    return dataset(request.param, generated, "7scenes-redkitchen")

@@ -15,15 +15,8 @@ from scipy.spatial.transform import Rotation
 from sensors import Camera, Frame, SourceError, detect_source, open_source
 from sensors.folder import FolderSource, write_folder_sequence
 from sensors.trajectory_io import Trajectory, write_tum
-from tests.sensors.conftest import SOURCES, dataset
 
 CAM = Camera(585.0, 585.0, 320.0, 240.0, 640, 480)
-
-
-@pytest.fixture(scope="module", params=SOURCES)
-def kitchen_any(request, generated) -> Path:
-    """Redkitchen, or its generated stand-in (tests/sensors/minidata.py)."""
-    return dataset(request.param, generated, "7scenes-redkitchen")
 
 
 @pytest.fixture(scope="module")

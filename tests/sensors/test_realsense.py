@@ -15,7 +15,6 @@ import pytest
 
 from sensors import Camera, Frame, SourceError, open_source
 from sensors.io import read_depth_m, read_rgb
-from tests.sensors.conftest import SOURCES, dataset
 
 rs = pytest.importorskip("pyrealsense2", reason="pyrealsense2 is not installed (pip install semmap[realsense])")
 
@@ -40,12 +39,6 @@ def load_redkitchen(root: Path, n: int = N_FRAMES) -> list[Frame]:
         )
         for i in range(n)
     ]
-
-
-@pytest.fixture(scope="module", params=SOURCES)
-def kitchen_any(request, generated) -> Path:
-    """Redkitchen, or its generated stand-in (tests/sensors/minidata.py)."""
-    return dataset(request.param, generated, "7scenes-redkitchen")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from scipy.spatial import cKDTree
 
 from sensors import Camera, SourceError, detect_source, open_source
 from sensors.scannet import ScanNetSource
-from tests.sensors.conftest import SOURCES, dataset
 
 FRAME_IDS = [0, 5, 10, 20, 100]  # lexicographic order differs from numeric
 BAD_POSE_ID = 10
@@ -55,12 +54,6 @@ def build_scannet(root: Path, out: Path) -> dict:
     _write_4x4(out / "intrinsic" / "extrinsic_color.txt", M=np.eye(4))
     _write_4x4(out / "intrinsic" / "extrinsic_depth.txt", M=np.eye(4))
     return ref
-
-
-@pytest.fixture(scope="module", params=SOURCES)
-def kitchen_any(request, generated) -> Path:
-    """Redkitchen, or its generated stand-in (tests/sensors/minidata.py)."""
-    return dataset(request.param, generated, "7scenes-redkitchen")
 
 
 @pytest.fixture(scope="module")

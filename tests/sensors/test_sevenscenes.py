@@ -36,12 +36,6 @@ def kitchen() -> Path:
 
 
 @pytest.fixture(scope="module", params=SOURCES)
-def kitchen_any(request, generated) -> Path:
-    """Redkitchen, or its generated stand-in (frames 0-5, 10-110 every 10, 55; tests/sensors/minidata.py)."""
-    return dataset(request.param, generated, "7scenes-redkitchen")
-
-
-@pytest.fixture(scope="module", params=SOURCES)
 def match3d(request, generated) -> Path:
     """3DMatch seq01, or its generated stand-in (same camera and frame numbers)."""
     return dataset(request.param, generated, "3dmatch-seq01")

@@ -24,7 +24,6 @@ from scipy.spatial.transform import Rotation, RotationSpline
 
 from sensors import Camera, SourceError, detect_source, open_source
 from sensors.tum import TUM_INTRINSICS, TUMSource, associate_times, tum_camera
-from tests.sensors.conftest import SOURCES, dataset
 
 T0 = 1305031102.0  # a TUM-like epoch time: float64 keeps ~0.2 us here
 KNOT_FRAMES = list(range(0, 120, 10))  # 12 7-Scenes frames, 1/3 s apart at 30 Hz
@@ -103,12 +102,6 @@ def build_tum_sequence(root: Path, out: Path) -> dict:
     (out / "camera.json").write_text(json.dumps(DEPTH_CAM.to_dict()))
     ref["t_pre"], ref["t_nodepth"] = t_pre, t_nodepth
     return ref
-
-
-@pytest.fixture(scope="module", params=SOURCES)
-def kitchen_any(request, generated) -> Path:
-    """Redkitchen, or its generated stand-in (tests/sensors/minidata.py)."""
-    return dataset(request.param, generated, "7scenes-redkitchen")
 
 
 @pytest.fixture(scope="module")
