@@ -118,7 +118,16 @@ def add_dataclass_arguments(
                 kwargs["type"] = typ
             kwargs["help"] = doc if default is None else f"{doc} (default %(default)s)".lstrip()
         kwargs.update(extra)
+        if isinstance(default, tuple) and "nargs" in kwargs and "action" not in kwargs:
+            kwargs["action"] = StoreTuple  # a tuple field parses to a tuple, as its default is
         parser.add_argument(flag, **kwargs)
+
+
+class StoreTuple(argparse.Action):
+    """Store the values of an ``nargs`` option as a tuple (the type of a tuple dataclass field)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, tuple(values))
 
 
 def config_kwargs(args: argparse.Namespace, cls: type, flags: dict[str, str]) -> dict[str, Any]:
@@ -163,7 +172,8 @@ def coerce_option(action: argparse.Action, value: Any, where: str) -> Any:
         items = value if isinstance(value, list) else [value]
         if action.nargs == "+" and not items:
             raise ValueError(f"{where}: needs at least one value")
-        return [one(v) for v in items]
+        values = [one(v) for v in items]
+        return tuple(values) if isinstance(action, StoreTuple) else values
     return one(value)
 
 

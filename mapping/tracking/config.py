@@ -96,7 +96,8 @@ class TrackerConfig:
     under load average 4): ATE 2.61 cm at 4 vs 2.57 cm at 2, RPE 0.63 vs 0.43 cm and 0.26 vs 0.17 deg per frame,
     tracking 47 vs 176 ms per frame (with ``iterations`` (6, 4, 3); (8, 6) at 4: ATE 2.58 cm, RPE 0.54 cm and
     0.21 deg). 4 is the default because it is the most accurate factor that tracks at
-    mapping rate (``benchmarks/bench_tracking.py``); 2 is the more accurate choice per frame. Loops are verified
+    mapping rate (``benchmarks/bench_tracking.py``); 2 with ``iterations`` (6, 4, 3) (``semmap map
+    --track-downsample 2 --track-iterations 6 4 3``) is the slower choice with the lower per-frame error. Loops are verified
     on keyframe images of their own resolution (``LoopClosureConfig.downsample``), since at 4 a keyframe aligned
     to itself reaches only fitness 0.58 (0.80 at 2)."""
     iterations: tuple[int, ...] = (8, 6)

@@ -30,7 +30,8 @@ from sensors.frame import Frame
 
 ORDER = 30
 POSE_MODES = ("auto", "estimate", "given")
-TRACKING_FLAGS = {"method": "--odometry", "model_render": "--model-render"}
+TRACKING_FLAGS = {"method": "--odometry", "model_render": "--model-render", "downsample": "--track-downsample",
+                  "iterations": "--track-iterations"}
 """``TrackerConfig`` field -> its ``semmap map`` option (depth range and device come from ``MapConfig``)."""
 
 
@@ -40,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="auto: track frames that have no pose; estimate: track every frame (ignore given poses); "
                         "given: never track")
     add_dataclass_arguments(g, TrackerConfig, TRACKING_FLAGS, method={"choices": list(ODOMETRY_METHODS)},
-                            model_render={"choices": ["raycast", "mesh"]})
+                            model_render={"choices": ["raycast", "mesh"]},
+                            iterations={"nargs": "+", "type": int, "metavar": "N"})
     g.add_argument("--no-loop-closure", action="store_true", help="skip loop closure after the last frame")
 
 
