@@ -119,7 +119,7 @@ def verify_loop(
     estimate (a loop that "corrects" more than drift could have built up is a false match).
     """
     T_init = np.linalg.inv(target.T_world_cam) @ source.T_world_cam
-    odometry_config = replace(tracker_config, iterations=config.iterations)
+    odometry_config = replace(tracker_config, iterations=config.iterations, refine_iterations=None)
     # the tracker's own loss where both keyframes kept colour: depth alone slides along
     # degenerate surfaces (rows of cabinets) and would bias the loop edge the same way
     with_color = source.loop_image.color is not None and target.loop_image.color is not None

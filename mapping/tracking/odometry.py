@@ -287,7 +287,7 @@ def align(
             T = dense_odometry(source, target, init, config, "point_to_plane")
         if T is not None and target.color is not None and source.color is not None:
             with section("odometry:hybrid"):
-                T_photo = dense_odometry(source, target, T, config, "hybrid")
+                T_photo = dense_odometry(source, target, T, config, "hybrid", config.refine_iterations)
             if T_photo is not None:
                 with section("odometry:fuse"):
                     length = float(np.median(target.depth_m[target.depth_m > 0]))
@@ -305,12 +305,14 @@ def align(
 
 
 def dense_odometry(
-    source: AlignImage, target: AlignImage, init: np.ndarray, config: TrackerConfig, method: str
+    source: AlignImage, target: AlignImage, init: np.ndarray, config: TrackerConfig, method: str,
+    iterations: tuple[int, ...] | None = None,
 ) -> np.ndarray | None:
     """(4, 4) orthonormal ``T_target_source`` from Open3D's multi-scale RGB-D odometry, or None when it fails.
 
     ``method`` is "point_to_plane" or "hybrid" (the source brightness is first matched to the
-    target, :func:`match_intensity`). Unscored: :func:`align` scores the final transform once.
+    target, :func:`match_intensity`). ``iterations`` per pyramid level, coarsest first (default
+    ``config.iterations``). Unscored: :func:`align` scores the final transform once.
     """
     import open3d as o3d
 
@@ -318,7 +320,7 @@ def dense_odometry(
         source = match_intensity(source, target)
     o3c = o3d.core
     odo = o3d.t.pipelines.odometry
-    criteria = [odo.OdometryConvergenceCriteria(n) for n in config.iterations]
+    criteria = [odo.OdometryConvergenceCriteria(n) for n in (iterations or config.iterations)]
     params = odo.OdometryLossParams(config.depth_outlier_trunc_m, config.depth_huber_delta_m, config.intensity_huber_delta)
     try:
         res = odo.rgbd_odometry_multi_scale(
