@@ -3,9 +3,9 @@
 - :func:`save_tiny_depth_anything`: Depth Anything with the *metric* head (2-layer DINOv2
   backbone, DPT neck), plus its image processor; loads with ``hf:<dir>``.
 - :func:`save_tiny_clip`: CLIP (2-layer ViT, patch 8 at 32 px) with an offline word-level
-  tokenizer and an image processor; loads with ``clip:<dir>`` (``mapping.encoders``),
-  so ``depthclip:clip:<dir>`` builds DepthCLIP on it. The tokenizer follows
-  tests/mapping/test_encoders_clip.py (a real BPE vocabulary cannot be made offline).
+  tokenizer (:func:`tiny_tokenizer`; a real BPE vocabulary cannot be made offline) and an
+  image processor; loads with ``clip:<dir>`` (``mapping.encoders``), so
+  ``depthclip:clip:<dir>`` builds DepthCLIP on it. :func:`save_tiny_siglip`: the same for SigLIP.
 - :func:`save_tiny_sam`: SAM (2-layer ViT at 64 px, 16-channel prompt encoder and mask
   decoder) with its image processor; loads with ``sam:<dir>`` (``scenegraph.masks``).
 - :func:`save_tiny_openclip`: an open_clip ViT (1 layer, patch 16 at 32 px, joint dim 16)
@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 DEPTHCLIP_WORDS = (
@@ -23,6 +24,8 @@ DEPTHCLIP_WORDS = (
     *("a", "little", "remote", "far", "unseen", "photo", "of", "the", "cat", "dog", "table", "chair"),
 )
 """Tokenizer vocabulary: DepthCLIP's prompt words ("This object is extremely close", ...) and a few more."""
+ENCODER_TEST_WORDS = tuple("a photo of the cat dog car mug cup chair table keyboard monitor ocean coffee computer".split())
+"""Tokenizer vocabulary of the ``clip:`` encoder tests (tests/mapping/test_encoders_clip.py)."""
 PAD, EOS, BOS, UNK = 0, 1, 2, 3
 TINY_CLIP_LAYERS = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 4}
 
@@ -63,13 +66,13 @@ def save_tiny_depth_anything(
     return path
 
 
-def _tiny_tokenizer():
-    """A word-level fast tokenizer ("[BOS] words [EOS]", max 16 tokens) and its vocabulary size."""
+def tiny_tokenizer(words: Sequence[str] = DEPTHCLIP_WORDS):
+    """A word-level fast tokenizer ("[BOS] words [EOS]", max 16 tokens) of ``words`` and its vocabulary size."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"[PAD]": PAD, "[EOS]": EOS, "[BOS]": BOS, "[UNK]": UNK}
-    for w in DEPTHCLIP_WORDS:
+    for w in words:
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
@@ -84,21 +87,41 @@ def _tiny_tokenizer():
     return fast, len(vocab)
 
 
-def save_tiny_clip(path: Path, seed: int = 0) -> Path:
-    """Write a tiny random CLIP (joint dim 24, 4x4 patch grid), tokenizer and image processor to ``path``."""
+def tiny_text_config(vocab_size: int) -> dict:
+    """Text tower of :func:`save_tiny_clip` / :func:`save_tiny_siglip` (16 positions, the tokenizer's ids)."""
+    return dict(TINY_CLIP_LAYERS, vocab_size=vocab_size, max_position_embeddings=16, pad_token_id=PAD,
+                bos_token_id=BOS, eos_token_id=EOS)
+
+
+def save_tiny_clip(path: Path, seed: int = 0, words: Sequence[str] = DEPTHCLIP_WORDS) -> Path:
+    """Write a tiny random CLIP (joint dim 24, 4x4 patch grid), tokenizer of ``words`` and image processor to ``path``."""
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
     path = Path(path)
-    tok, vocab = _tiny_tokenizer()
-    text = dict(TINY_CLIP_LAYERS, vocab_size=vocab, max_position_embeddings=16, pad_token_id=PAD,
-                bos_token_id=BOS, eos_token_id=EOS)
-    cfg = CLIPConfig(text_config=text, vision_config=dict(TINY_CLIP_LAYERS, image_size=32, patch_size=8),
-                     projection_dim=24)
+    tok, vocab = tiny_tokenizer(words)
+    cfg = CLIPConfig(text_config=tiny_text_config(vocab),
+                     vision_config=dict(TINY_CLIP_LAYERS, image_size=32, patch_size=8), projection_dim=24)
     torch.manual_seed(seed)
     CLIPModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
+    return path
+
+
+def save_tiny_siglip(path: Path, seed: int = 0, words: Sequence[str] = DEPTHCLIP_WORDS) -> Path:
+    """Write a tiny random SigLIP (joint dim 32, 4x4 patch grid), tokenizer of ``words`` and image processor to ``path``."""
+    import torch
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    path = Path(path)
+    tok, vocab = tiny_tokenizer(words)
+    cfg = SiglipConfig(text_config=tiny_text_config(vocab),
+                       vision_config=dict(TINY_CLIP_LAYERS, image_size=32, patch_size=8))
+    torch.manual_seed(seed)
+    SiglipModel(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(path)
     return path
 
 

@@ -3,7 +3,8 @@
 Nothing is downloaded: each model is a small random config written with
 ``save_pretrained`` beside a word-level tokenizer built with the ``tokenizers``
 library (a real SentencePiece/BPE vocabulary cannot be made offline; every
-tokenizer loads through ``AutoTokenizer`` the same way) and an image processor.
+tokenizer loads through ``AutoTokenizer`` the same way) and an image processor
+(tests/tiny_models.py: ``save_tiny_clip``, ``save_tiny_siglip``).
 """
 
 from __future__ import annotations
@@ -15,71 +16,17 @@ import pytest
 import torch
 
 from mapping.encoders import load_encoder
-
-WORDS = "a photo of the cat dog car mug cup chair table keyboard monitor ocean coffee computer".split()
-PAD, EOS, BOS, UNK = 0, 1, 2, 3
-TINY = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4)
-
-
-def tiny_tokenizer():
-    """A word-level fast tokenizer: "[BOS] words [EOS]", max 16 tokens."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"[PAD]": PAD, "[EOS]": EOS, "[BOS]": BOS, "[UNK]": UNK}
-    for w in WORDS:
-        vocab[w] = len(vocab)
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="[BOS] $A [EOS]", special_tokens=[("[BOS]", BOS), ("[EOS]", EOS)]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token="[PAD]",
-        eos_token="[EOS]",
-        bos_token="[BOS]",
-        unk_token="[UNK]",
-        model_max_length=16,
-    )
-    return fast, len(vocab)
-
-
-def text_config(vocab_size: int) -> dict:
-    return dict(
-        TINY, vocab_size=vocab_size, max_position_embeddings=16, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS
-    )
+from tests.tiny_models import ENCODER_TEST_WORDS, save_tiny_clip, save_tiny_siglip
 
 
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    d = tmp_path_factory.mktemp("tiny-clip")
-    tok, vocab = tiny_tokenizer()
-    cfg = CLIPConfig(
-        text_config=text_config(vocab), vision_config=dict(TINY, image_size=32, patch_size=8), projection_dim=24
-    )
-    torch.manual_seed(0)
-    CLIPModel(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
-    return d
+    return save_tiny_clip(tmp_path_factory.mktemp("tiny-clip"), words=ENCODER_TEST_WORDS)
 
 
 @pytest.fixture(scope="module")
 def siglip_dir(tmp_path_factory) -> Path:
-    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
-
-    d = tmp_path_factory.mktemp("tiny-siglip")
-    tok, vocab = tiny_tokenizer()
-    cfg = SiglipConfig(text_config=text_config(vocab), vision_config=dict(TINY, image_size=32, patch_size=8))
-    torch.manual_seed(0)
-    SiglipModel(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
-    return d
+    return save_tiny_siglip(tmp_path_factory.mktemp("tiny-siglip"), words=ENCODER_TEST_WORDS)
 
 
 @pytest.fixture(scope="module")

@@ -266,27 +266,12 @@ def test_unknown_encoder_is_rejected_before_any_frame_is_read(tmp_path, capsys):
 # -- clip: and openclip: -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """Tiny random CLIP and SigLIP models saved with save_pretrained (see test_encoders_clip)."""
-    import torch
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, SiglipConfig, SiglipImageProcessor, SiglipModel
-
-    from tests.mapping.test_encoders_clip import TINY, text_config, tiny_tokenizer
+    """Tiny random CLIP and SigLIP models saved with save_pretrained (tests/tiny_models.py)."""
+    from tests.tiny_models import ENCODER_TEST_WORDS, save_tiny_clip, save_tiny_siglip
 
     out = {}
-    for kind in ("clip", "siglip"):
-        d = tmp_path_factory.mktemp(f"tiny-{kind}")
-        tok, vocab = tiny_tokenizer()
-        torch.manual_seed(0)
-        vision = dict(TINY, image_size=32, patch_size=8)
-        if kind == "clip":
-            cfg = CLIPConfig(text_config=text_config(vocab), vision_config=vision, projection_dim=24)
-            CLIPModel(cfg).save_pretrained(d)
-            CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(d)
-        else:
-            SiglipModel(SiglipConfig(text_config=text_config(vocab), vision_config=vision)).save_pretrained(d)
-            SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(d)
-        tok.save_pretrained(d)
-        out[kind] = d
+    for kind, save in (("clip", save_tiny_clip), ("siglip", save_tiny_siglip)):
+        out[kind] = save(tmp_path_factory.mktemp(f"tiny-{kind}"), words=ENCODER_TEST_WORDS)
     return out
 
 
