@@ -21,6 +21,7 @@ from sensors.camera import Camera
 
 
 def unit(v) -> np.ndarray:
+    """Rows of ``v`` (..., D) scaled to unit length, float64 (test_query uses it too)."""
     v = np.asarray(v, np.float64)
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 

@@ -15,11 +15,7 @@ from mapping.query import (
     region_threshold,
     split_by_peaks,
 )
-
-
-def unit(v) -> np.ndarray:
-    v = np.asarray(v, np.float64)
-    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+from tests.mapping.test_fusion import unit
 
 
 def test_relevancy_is_the_min_over_negatives_of_the_pairwise_softmax():
