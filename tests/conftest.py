@@ -43,28 +43,3 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     own = any("device" in str(m.args[0]) for m in metafunc.definition.iter_markers("parametrize") if m.args)
     if "device" in metafunc.fixturenames and not own:
         metafunc.parametrize("device", available_devices())
-
-
-
-_EXIT_STATUS: list[int] = []
-
-
-def pytest_sessionfinish(session, exitstatus) -> None:
-    _EXIT_STATUS.append(int(exitstatus))
-
-
-def pytest_unconfigure(config) -> None:
-    """Exit with pytest's own status, before Open3D's exit-time allocation check.
-
-    Open3D's memory statistics, run from a static destructor at process exit, report
-    buffers still owned by Python objects not yet torn down (interpreter shutdown order)
-    and turn the exit code into 1 even when every test passed. The suite's result is
-    pytest's status, so hand that to the OS directly once everything is printed.
-    """
-    import os
-    import sys
-
-    if _EXIT_STATUS and os.environ.get("SEMMAP_TEST_NATURAL_EXIT") != "1":
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(_EXIT_STATUS[-1])

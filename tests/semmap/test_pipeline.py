@@ -73,9 +73,12 @@ def test_skip_frames_and_stage_outputs(tmp_path):
     assert meta["stopped_early"] is None
 
 
-@pytest.mark.parametrize("exc", [KeyboardInterrupt(), StopMapping("tracking lost")])
-def test_early_stop_keeps_integrated_frames(exc, tmp_path, capsys):
-    res = build_map(PlaneSource(8), cfg, [Interrupt(5, exc)])
+# Exception factories, not instances: a raised instance keeps its traceback (build_map's frames,
+# the TSDF's Open3D buffers) for as long as the parametrize mark holds it, i.e. until exit.
+@pytest.mark.parametrize("make_exc", [KeyboardInterrupt, lambda: StopMapping("tracking lost")],
+                         ids=["KeyboardInterrupt", "StopMapping"])
+def test_early_stop_keeps_integrated_frames(make_exc, tmp_path, capsys):
+    res = build_map(PlaneSource(8), cfg, [Interrupt(5, make_exc())])
     assert res.frames_integrated == 5
     assert res.stopped_early
     assert "stopped early" in capsys.readouterr().err
