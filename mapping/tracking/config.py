@@ -8,6 +8,15 @@ ODOMETRY_METHODS = ("point_to_plane", "hybrid", "fused")
 """Open3D tensor odometry losses the tracker accepts: geometric only, or geometric + intensity."""
 
 
+def reduction_for(factor: int, width_px: int, min_width_px: int) -> int:
+    """The largest integer reduction <= ``factor`` that keeps an image of ``width_px`` at least
+    ``min_width_px`` wide (1 when even the full width is narrower)."""
+    f = int(factor)
+    while f > 1 and width_px // f < min_width_px:
+        f -= 1
+    return f
+
+
 @dataclass
 class LoopClosureConfig:
     """Keyframe loop detection, verification and pose-graph optimisation (run by ``Tracker.finalize``)."""
@@ -100,6 +109,10 @@ class TrackerConfig:
     --track-downsample 2 --track-iterations 6 4 3``) is the slower choice with the lower per-frame error. Loops are verified
     on keyframe images of their own resolution (``LoopClosureConfig.downsample``), since at 4 a keyframe aligned
     to itself reaches only fitness 0.58 (0.80 at 2)."""
+    min_track_width_px: int = 160
+    """``downsample`` (and ``loop.downsample``) is lowered for small frames so that the reduced image stays at
+    least this wide: 640 x 480 tracks at 160 x 120 (4), 320 x 240 at 160 x 120 (2), 160 x 120 at full size; a
+    40 x 30 image of a 160 x 120 frame loses track."""
     iterations: tuple[int, ...] = (8, 6)
     """Gauss-Newton iterations per pyramid level, coarsest first (its length is the number of levels). With
     ``downsample`` 4 two levels (80 x 60 and 160 x 120 for a 640 x 480 frame) start as coarse as three did at 2;
@@ -204,6 +217,14 @@ class TrackerConfig:
     loop: LoopClosureConfig = field(default_factory=LoopClosureConfig)
     """Loop closure and pose-graph settings."""
 
+    def factor_for(self, width_px: int) -> int:
+        """The tracking reduction for frames ``width_px`` wide (``downsample``, bounded by ``min_track_width_px``)."""
+        return reduction_for(self.downsample, width_px, self.min_track_width_px)
+
+    def loop_factor_for(self, width_px: int) -> int:
+        """The loop-verification reduction for frames ``width_px`` wide (``loop.downsample``, bounded likewise)."""
+        return reduction_for(self.loop.downsample, width_px, self.min_track_width_px)
+
     @property
     def uses_color(self) -> bool:
         """Whether the loss needs colour (frames, keyframes and the tracking model keep it)."""
@@ -224,6 +245,8 @@ class TrackerConfig:
             raise ValueError(f"fusion_prior must be positive, got {self.fusion_prior}")
         if int(self.downsample) != self.downsample or self.downsample < 1:
             raise ValueError(f"downsample must be a positive integer, got {self.downsample}")
+        if self.min_track_width_px < 1:
+            raise ValueError(f"min_track_width_px must be >= 1, got {self.min_track_width_px}")
         self.iterations = tuple(int(i) for i in self.iterations)
         if self.refine_iterations is not None:
             self.refine_iterations = tuple(int(i) for i in self.refine_iterations)

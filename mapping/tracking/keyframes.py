@@ -99,13 +99,15 @@ def make_keyframe(frame: Frame, seq: int, T_world_cam: np.ndarray, image: AlignI
     The reduced colour is kept only for the "hybrid" loss (about 0.9 MB per 320x240
     keyframe); the descriptor is computed from the frame's colour either way.
     """
+    factor = config.factor_for(frame.camera.width)
     if config.uses_color and image.color is None:
-        image = AlignImage(image.depth_m, image.camera, downsample_rgb(frame.rgb, config.downsample))
+        image = AlignImage(image.depth_m, image.camera, downsample_rgb(frame.rgb, factor))
     elif not config.uses_color and image.color is not None:
         image = AlignImage(image.depth_m, image.camera)
     loop_image = image
-    if config.loop.enabled and config.loop.downsample != config.downsample:
-        loop_image = prepare_frame_image(frame.rgb, frame.depth, frame.camera, config.loop.downsample,
+    loop_factor = config.loop_factor_for(frame.camera.width)
+    if config.loop.enabled and loop_factor != factor:
+        loop_image = prepare_frame_image(frame.rgb, frame.depth, frame.camera, loop_factor,
                                          config.depth_min_m, config.depth_max_m, with_color=config.uses_color)
     return Keyframe(
         frame_index=int(frame.index),

@@ -91,7 +91,9 @@ class Tracker:
     def __init__(self, config: TrackerConfig | None, camera: Camera) -> None:
         self.config = config or TrackerConfig()
         self.camera = camera
-        self.track_camera = reduced_camera(camera, self.config.downsample)
+        self.factor = self.config.factor_for(camera.width)
+        """The reduction frames are tracked at (``TrackerConfig.factor_for`` this camera)."""
+        self.track_camera = reduced_camera(camera, self.factor)
         self.results: list[TrackResult] = []
         self.keyframes: list[Keyframe] = []
         self.loops: list[LoopEdge] = []
@@ -140,7 +142,7 @@ class Tracker:
             return self._untracked(frame, seq, "skipped", "frame has no depth (tracking needs RGB-D)", t0)
         with self.times.section("prepare"):
             image = prepare_frame_image(
-                frame.rgb, frame.depth, frame.camera, cfg.downsample, cfg.depth_min_m, cfg.depth_max_m,
+                frame.rgb, frame.depth, frame.camera, self.factor, cfg.depth_min_m, cfg.depth_max_m,
                 with_color=cfg.uses_color,
             )
         reason = check_depth(image.valid_fraction, cfg)
@@ -386,7 +388,7 @@ class Tracker:
 
     def _model_frame(self, frame: Frame, image: AlignImage, T_world_cam: np.ndarray) -> Frame:
         """The frame to integrate into the own model: the full frame, or its reduced tracking image."""
-        if self.config.model_integrate_full_resolution or self.config.downsample == 1:
+        if self.config.model_integrate_full_resolution or self.factor == 1:
             return frame.with_(T_world_cam=T_world_cam)
         if image.color is not None:
             rgb = np.rint(255.0 * image.color).astype(np.uint8)

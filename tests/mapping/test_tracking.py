@@ -162,6 +162,17 @@ def test_config_validation():
         LoopClosureConfig(min_fitness=0.0)
 
 
+def test_tracking_reduction_keeps_small_frames_wide_enough():
+    cfg = TrackerConfig()  # downsample 4, loops at 2, at least 160 px wide
+    assert [cfg.factor_for(w) for w in (1200, 640, 639, 320, 200, 160, 100)] == [4, 4, 3, 2, 1, 1, 1]
+    assert [cfg.loop_factor_for(w) for w in (640, 320, 160)] == [2, 2, 1]
+    tracker = Tracker(cfg, Camera(150.0, 150.0, 79.5, 59.5, 160, 120))
+    assert tracker.track_camera.shape == (120, 160)  # a 40 x 30 image would not track
+    assert Tracker(cfg, KINECT_DEPTH).track_camera.shape == (120, 160)
+    with pytest.raises(ValueError, match="min_track_width_px"):
+        TrackerConfig(min_track_width_px=0)
+
+
 def test_correct_poses_moves_frames_with_their_keyframe():
     kf_before = np.stack([np.eye(4), np.eye(4)])
     kf_before[1, :3, 3] = [1.0, 0.0, 0.0]
