@@ -16,10 +16,12 @@ One command, ``python benchmarks/bench_tracking.py``, runs the acceptance of iss
 redkitchen, 3dmatch, iclnuim or raw-depth redkitchen, as before. ``--tracker KEY=VALUE`` overrides
 ``TrackerConfig`` fields everywhere (e.g. ``--tracker model_render=raycast mesh_scope=full``).
 
-Took 700 s on 2 idle cores on 2026-12-04 (redkitchen: given 35.4 / 34.7 ms/frame, estimate
-140.0 ms/frame, ratio 4.00, ATE 2.57 cm, RPE 0.44 cm / 0.171 deg per frame; Replica: estimated
--given +0.083 cm accuracy and completion); under load average 7-20 (issue 16's session)
-the redkitchen part took 27 min and Replica about 35. ``--skip-replica`` leaves out step 2. Times on
+Took 532 s on 2 idle cores on 2026-12-04 with the quarter-resolution defaults (redkitchen: given
+36.0 / 34.1 ms/frame, estimate 64.9 ms/frame of which tracking 25.3, ratio 1.85 (1.77 without the
+loop closure at the end), ATE 2.55 cm, RPE 0.50 cm / 0.199 deg per frame; Replica: estimated - given
++0.085 cm accuracy and completion). Before them (half resolution, 700 s): estimate 140.0 ms/frame,
+ratio 4.00, ATE 2.57 cm. Under load average 7-20 (issue 16's first session) the redkitchen part
+took 27 min and Replica about 35. ``--skip-replica`` leaves out step 2. Times on
 a shared machine are pessimistic: the load average is printed and stored, and the tracker's stages
 are also given in CPU time.
 
