@@ -287,7 +287,7 @@ def align(
             T = dense_odometry(source, target, init, config, "point_to_plane")
         if T is not None and target.color is not None and source.color is not None:
             with section("odometry:hybrid"):
-                T_photo = dense_odometry(source, target, T, config, "hybrid", config.refine_iterations)
+                T_photo = dense_odometry(source, target, T, config, "hybrid", config.refine_schedule)
             if T_photo is not None:
                 with section("odometry:fuse"):
                     length = float(np.median(target.depth_m[target.depth_m > 0]))

@@ -173,6 +173,14 @@ def test_tracking_reduction_keeps_small_frames_wide_enough():
         TrackerConfig(min_track_width_px=0)
 
 
+def test_refinement_runs_on_the_finest_levels_of_any_pyramid():
+    assert TrackerConfig().refine_schedule == (3, 2)  # (8, 6) levels
+    assert TrackerConfig(iterations=(6, 4, 3)).refine_schedule == (0, 3, 2)  # the half-resolution option
+    assert TrackerConfig(refine_iterations=None).refine_schedule == (8, 6)
+    with pytest.raises(ValueError, match="refine_iterations"):
+        TrackerConfig(iterations=(5,), refine_iterations=(3, 2))
+
+
 def test_correct_poses_moves_frames_with_their_keyframe():
     kf_before = np.stack([np.eye(4), np.eye(4)])
     kf_before[1, :3, 3] = [1.0, 0.0, 0.0]

@@ -170,3 +170,12 @@ def test_config_file_missing_or_not_a_mapping(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["map", "src", "--out", "o", "--config", str(tmp_path / "list.yaml")])
     assert "must be a mapping" in capsys.readouterr().err
+
+
+def test_the_documented_half_resolution_tracking_option_builds_its_tracker() -> None:
+    from semmap.stages import tracking
+
+    args = _map_parser().parse_args(["src", "--out", "o", "--poses", "estimate", "--track-downsample", "2",
+                                     "--track-iterations", "6", "4", "3"])
+    cfg = tracking.from_args(args).config
+    assert (cfg.downsample, cfg.iterations, cfg.refine_schedule) == (2, (6, 4, 3), (0, 3, 2))
