@@ -192,6 +192,10 @@ class FrameStore:
 
         self.config = config or RetentionConfig()
         self._entries: list[Future | RetainedFrame] = []
+        """Encoded frames, then (the tail: one worker encodes in order) the futures still encoding."""
+        self._done = 0
+        """How many leading ``_entries`` are encoded frames."""
+        self._done_bytes = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="frame-store")
         self.keep_every = 1
         """Only every ``keep_every``-th offered frame is kept (doubles each time the store thins)."""
@@ -206,24 +210,28 @@ class FrameStore:
         self.encode_seconds += time.perf_counter() - t0  # one worker thread: no race
         return r
 
-    def _resolve_done(self) -> None:
-        """Replace finished encodings by their frames (re-raising an encoding error)."""
-        for i, e in enumerate(self._entries):
-            if isinstance(e, Future) and e.done():
-                self._entries[i] = e.result()
+    def _resolve(self, wait_for: int = 0) -> None:
+        """Replace the finished encodings at the head of ``_entries`` by their frames (re-raising an
+        encoding error), waiting for the first ``wait_for`` entries."""
+        while self._done < len(self._entries):
+            e = self._entries[self._done]
+            if self._done >= wait_for and not e.done():
+                return
+            self._entries[self._done] = r = e.result()
+            self._done += 1
+            self._done_bytes += r.nbytes
 
     @property
     def frames(self) -> list[RetainedFrame]:
         """The retained frames (waits for the ones still being compressed)."""
-        self._entries = [e.result() if isinstance(e, Future) else e for e in self._entries]
+        self._resolve(wait_for=len(self._entries))
         return list(self._entries)
 
     @property
     def nbytes(self) -> int:
         """Bytes held; frames still being compressed count as the mean of the finished ones."""
-        done = [e.nbytes for e in self._entries if not isinstance(e, Future)]
-        pending = len(self._entries) - len(done)
-        return int(sum(done) + (pending * sum(done) / len(done) if done else 0))
+        pending = len(self._entries) - self._done
+        return int(self._done_bytes + (pending * self._done_bytes / self._done if self._done else 0))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -242,13 +250,13 @@ class FrameStore:
             raise ValueError(f"{where}: only integrated frames (with depth and pose) can be retained")
         if np.ndim(weight) != 0 and np.shape(weight) != frame.camera.shape:
             raise ValueError(f"{where}: weight map {np.shape(weight)} does not match the frame {frame.camera.shape}")
-        self._resolve_done()
-        pending = [i for i, e in enumerate(self._entries) if isinstance(e, Future)]
-        if len(pending) >= MAX_PENDING_FRAMES:  # the encoder fell behind: wait, so raw frames do not pile up
-            self._entries[pending[0]] = self._entries[pending[0]].result()
+        # at most MAX_PENDING_FRAMES raw frames wait: when the encoder fell behind, wait for it
+        self._resolve(wait_for=len(self._entries) - MAX_PENDING_FRAMES + 1)
         self._entries.append(self._pool.submit(self._encode, frame, weight))
         while self.nbytes > self.config.max_mb * 2**20 and len(self._entries) > 1:
             self._entries = self._entries[::2]
+            self._done = sum(1 for e in self._entries if not isinstance(e, Future))
+            self._done_bytes = sum(e.nbytes for e in self._entries[: self._done])
             self.keep_every *= 2
             self.thinned += 1
 

@@ -59,8 +59,7 @@ def downsample_depth(depth_m: np.ndarray, factor: int, max_step_m: float = DEPTH
         (H // f, W // f) float32 depth in metres, 0 = invalid.
     """
     d = np.asarray(depth_m, dtype=np.float32)
-    d = np.where(d > 0, d, np.float32(0.0))  # NaN compares False: invalid
-    d[~np.isfinite(d)] = 0.0
+    d = np.where((d > 0) & (d < np.inf), d, np.float32(0.0))  # NaN compares False: invalid
     if factor == 1:
         return d
     count = _block_reduce(d > 0, factor, np.add, np.int32)
